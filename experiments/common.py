@@ -1,0 +1,245 @@
+"""Flags shared by every experiment, defined once, and the code that turns them into a ``Run``.
+
+An experiment module sets its paper's defaults with ``set_defaults`` and calls
+``main`` with the loss and penalty it trains; everything else (data, models,
+optimizers, logging) is composed here from the shared flags.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# Run.
+flags.DEFINE_string("workdir", None, "Directory for metrics, samples and parameters (new).")
+flags.DEFINE_integer("seed", 0, "Seed of every random stream.")
+flags.DEFINE_integer("steps", 2000, "Generator updates (each after n_critic critic updates).")
+flags.DEFINE_integer("batch_size", 64, "Examples per critic and generator update.")
+flags.DEFINE_integer("log_every", 100, "Steps between metrics lines.")
+flags.DEFINE_integer("sample_every", 0, "Steps between sample pictures (0: final only).")
+# Data.
+flags.DEFINE_string(
+    "dataset", "8gaussians", "8gaussians, 25gaussians, swissroll, ring8, grid25 or digits."
+)
+flags.DEFINE_integer("image_size", 8, "Digits side length: 8 (native), 16 or 32.")
+# Models.
+flags.DEFINE_integer("z_dim", 128, "Latent size; z ~ N(0, I).")
+flags.DEFINE_integer("width", 512, "MLP hidden width (2-D data) or DCGAN base channels (images).")
+flags.DEFINE_integer("depth", 3, "MLP hidden layers (2-D data).")
+flags.DEFINE_enum(
+    "critic_norm",
+    None,
+    ["none", "layer", "batch"],
+    "DCGAN critic normalisation (default: none under a penalty, batch otherwise).",
+)
+# Game.
+flags.DEFINE_integer("n_critic", 5, "Critic updates per generator update.")
+flags.DEFINE_float("penalty_weight", 10.0, "Penalty weight lambda.")
+flags.DEFINE_bool("one_sided", False, "Penalise only gradient norms above 1.")
+flags.DEFINE_float("clip", 0.0, "WGAN weight clipping bound c (0: off).")
+flags.DEFINE_float("label_smoothing", 0.0, "One-sided label smoothing (real target 1 - s).")
+flags.DEFINE_float("flip_probability", 0.0, "Noisy labels: chance of flipping a target.")
+# Optimizers.
+flags.DEFINE_enum("optimizer", "adam", ["adam", "rmsprop", "sgd"], "Optimizer of both players.")
+flags.DEFINE_float("critic_lr", 1e-4, "Critic learning rate.")
+flags.DEFINE_float("generator_lr", 1e-4, "Generator learning rate.")
+flags.DEFINE_float("beta1", 0.0, "Adam beta1.")
+flags.DEFINE_float("beta2", 0.9, "Adam beta2.")
+flags.DEFINE_enum(
+    "lr_schedule",
+    "constant",
+    ["constant", "linear"],
+    "Learning-rate schedule: constant, or linear decay to 0 (WGAN-GP).",
+)
+
+flags.mark_flag_as_required("workdir")
+
+TOY_DATASETS = ("8gaussians", "25gaussians", "swissroll", "ring8", "grid25")
+
+
+class UserError(ValueError):
+    """A problem with the user's input, reported as one sentence."""
+
+
+def set_defaults(**defaults: Any) -> None:
+    """Sets an experiment's paper defaults; flagfiles and the command line override them."""
+    for name, value in defaults.items():
+        FLAGS.set_default(name, value)
+
+
+def _schedule(learning_rate: float):
+    import optax
+
+    if FLAGS.lr_schedule == "linear":
+        return optax.linear_schedule(learning_rate, 0.0, FLAGS.steps)
+    return learning_rate
+
+
+def _check_flags() -> None:
+    positive = ("steps", "batch_size", "log_every", "n_critic", "z_dim", "width", "depth")
+    for name in positive:
+        if FLAGS[name].value < 1:
+            raise UserError(f"--{name} must be >= 1, got {FLAGS[name].value}.")
+    for name in ("critic_lr", "generator_lr"):
+        if not FLAGS[name].value > 0:
+            raise UserError(f"--{name} must be > 0, got {FLAGS[name].value}.")
+    if FLAGS.penalty_weight < 0:
+        raise UserError(
+            f"--penalty_weight must be >= 0, got {FLAGS.penalty_weight}; WGAN-GP uses 10 "
+            "(0.1 on 2-D data)."
+        )
+    if FLAGS.clip < 0:
+        raise UserError(f"--clip must be >= 0, got {FLAGS.clip}; WGAN uses 0.01.")
+    if FLAGS.sample_every < 0:
+        raise UserError(f"--sample_every must be >= 0, got {FLAGS.sample_every}.")
+    for name in ("beta1", "beta2"):
+        if not 0 <= FLAGS[name].value < 1:
+            raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
+
+
+def build_run(*, loss: str, penalty: str | None):
+    """Composes data, models, optimizers and step settings from the flags."""
+    from gans import data, models, train
+
+    _check_flags()
+    try:
+        options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
+        dataset = data.get_dataset(FLAGS.dataset, **options)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    if FLAGS.dataset in TOY_DATASETS:
+        hidden = (FLAGS.width,) * FLAGS.depth
+        generator = models.MLPGenerator(out_dim=dataset.element_shape[0], hidden=hidden)
+        critic = models.MLPCritic(hidden=hidden)
+    else:
+        size, _, channels = dataset.element_shape
+        norm = FLAGS.critic_norm or ("none" if penalty else "batch")
+        if penalty and norm == "batch":
+            raise UserError(
+                "--critic_norm=batch makes the gradient penalty batch-wide instead of per "
+                "example; use --critic_norm=layer (the WGAN-GP paper's drop-in) or none."
+            )
+        generator = models.DCGANGenerator(image_size=size, channels=channels, width=FLAGS.width)
+        critic = models.DCGANCritic(width=FLAGS.width, normalization=norm)
+
+    penalty_options = ()
+    if penalty is not None:
+        penalty_options = (("weight", FLAGS.penalty_weight),)
+        if penalty == "gradient_penalty":
+            penalty_options += (("one_sided", FLAGS.one_sided),)
+    try:
+        step = train.StepConfig(
+            loss=loss,
+            z_dim=FLAGS.z_dim,
+            penalty=penalty,
+            penalty_options=penalty_options,
+            label_smoothing=FLAGS.label_smoothing,
+            flip_probability=FLAGS.flip_probability,
+        )
+        optimizer = lambda lr, clip=None: train.make_optimizer(
+            FLAGS.optimizer, _schedule(lr), b1=FLAGS.beta1, b2=FLAGS.beta2, clip=clip
+        )
+        critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
+        generator_tx = optimizer(FLAGS.generator_lr)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    from gans import runner
+
+    return runner.Run(
+        dataset=dataset,
+        generator=generator,
+        critic=critic,
+        generator_tx=generator_tx,
+        critic_tx=critic_tx,
+        step=step,
+        n_critic=FLAGS.n_critic,
+        batch_size=FLAGS.batch_size,
+        steps=FLAGS.steps,
+        seed=FLAGS.seed,
+        log_every=FLAGS.log_every,
+        sample_every=FLAGS.sample_every,
+    )
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _print_progress(progress) -> None:
+    m = progress.metrics
+    parts = [
+        f"step {progress.step}/{progress.steps}",
+        f"{progress.steps_per_second:.1f} it/s"
+        if math.isfinite(progress.steps_per_second)
+        else "compiling",
+        f"ETA {_format_duration(progress.eta_seconds)}",
+        f"critic {m['critic_loss']:.4f}",
+        f"generator {m['generator_loss']:.4f}",
+    ]
+    if "wasserstein_estimate" in m:
+        parts.append(f"W {m['wasserstein_estimate']:.4f}")
+    if m.get("penalty"):
+        parts.append(f"penalty {m['penalty']:.4f}")
+    print("  ".join(parts), flush=True)
+
+
+def fail(message: str) -> None:
+    """Prints one sentence to stderr and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main(*, loss: str, penalty: str | None) -> None:
+    """Builds the run from the flags, trains it, and reports; user errors exit non-zero."""
+    from gans import runner
+
+    try:
+        run = build_run(loss=loss, penalty=penalty)
+        workdir = runner.check_workdir(FLAGS.workdir)
+    except ValueError as e:
+        fail(str(e))
+    config = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    config.update(loss=loss, penalty=penalty)
+    print(
+        f"training {loss}{' + ' + penalty if penalty else ''} on {FLAGS.dataset} for "
+        f"{FLAGS.steps} steps into {workdir}",
+        flush=True,
+    )
+    try:
+        summary = runner.train_and_evaluate(
+            run, workdir, config=config, on_progress=_print_progress
+        )
+    except runner.NonFiniteError as e:
+        fail(str(e))
+    print(
+        f"done in {_format_duration(summary['wall_seconds'])}; samples: {workdir / 'samples.png'}",
+        flush=True,
+    )
+    if "modes" in summary:
+        print(
+            f"modes captured: {summary['modes']}/{run.dataset.mixture.num_modes}  "
+            f"high-quality samples: {100 * summary['high_quality']:.1f}%  "
+            f"reverse KL: {summary['reverse_kl']:.3f}",
+            flush=True,
+        )
+
+
+def run(*, loss: str, penalty: str | None = None) -> None:
+    """The entry point of an experiment module: parses flags, then ``main``."""
+
+    def _main(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+        main(loss=loss, penalty=penalty)
+
+    app.run(_main)

@@ -1,0 +1,191 @@
+"""One iterator interface for every dataset: stateless, random-access batches.
+
+`dataset.batch(index, batch_size, seed, group)` depends on nothing but its arguments, so a
+run resumed at step k asks for item k and sees, bit for bit, the stream it would have seen.
+
+    dataset = get_dataset("8gaussians")
+    for step, item in enumerate(dataset.batches(256, seed=0, group=n_critic)):
+        real = item["x"]  # [n_critic, 256, 2]: one real batch per critic update.
+"""
+
+import abc
+import functools
+import itertools
+from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+
+from gans.data import toy
+from gans.data.digits import IMAGE_SIZES, load_digits
+from gans.data.toy import (
+    GaussianMixture,
+    SwissRoll,
+    eight_gaussians,
+    grid,
+    ring,
+    twenty_five_gaussians,
+)
+
+_INT32_LIMIT = 2**31  # Toy seeds and indices enter a jitted sampler as int32.
+
+
+class Dataset(abc.ABC):
+    """A source of real data, addressed by item index rather than consumed by state.
+
+    Attributes:
+      name: Registry name.
+      element_shape: Shape of one example: (2,) for toy sets, (S, S, 1) for digits.
+      num_classes: Number of labels, or None for unlabelled data.
+      mixture: The Gaussian mixture behind a toy set, for mode-coverage metrics; else None.
+    """
+
+    name: str
+    element_shape: tuple[int, ...]
+    num_classes: int | None = None
+    mixture: GaussianMixture | None = None
+
+    @abc.abstractmethod
+    def batch(
+        self, index: int, batch_size: int, seed: int, group: int = 1
+    ) -> dict[str, np.ndarray]:
+        """Returns item `index` of the stream named by `seed`.
+
+        An item is one training step's real data: `group` batches of `batch_size`, one per
+        critic update. It is a single draw of group * batch_size examples, so the stream for
+        group=5 is a different stream from the group=1 one, not a regrouping of it; keep
+        `group` fixed across a run and its resumptions.
+
+        Returns:
+          {"x": float32 [group, batch_size, *element_shape]}, plus "y": int32
+          [group, batch_size] for labelled data.
+        """
+
+    def batches(
+        self, batch_size: int, seed: int, group: int = 1, start: int = 0
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Yields batch(start), batch(start + 1), ...; resume a run with start=step."""
+        _check_request(start, batch_size, seed, group)
+        return (self.batch(index, batch_size, seed, group) for index in itertools.count(start))
+
+
+def _check_request(index: int, batch_size: int, seed: int, group: int) -> None:
+    if not 0 <= index < _INT32_LIMIT:
+        raise ValueError(f"batch index must be in [0, 2**31), got {index}.")
+    if not 0 <= seed < _INT32_LIMIT:
+        raise ValueError(f"seed must be in [0, 2**31), got {seed}.")
+    if batch_size < 1 or group < 1:
+        raise ValueError(f"batch_size and group must be >= 1, got {batch_size} and {group}.")
+
+
+class ToyDataset(Dataset):
+    """A 2-D toy distribution; infinite, so every item is a fresh sample.
+
+    Item i is `distribution.sample(fold_in(key(seed), i), group * batch_size)`, reshaped.
+    """
+
+    element_shape = (2,)
+
+    def __init__(self, name: str, distribution: GaussianMixture | SwissRoll):
+        self.name = name
+        self.distribution = distribution
+        self.mixture = distribution if isinstance(distribution, GaussianMixture) else None
+
+    def batch(
+        self, index: int, batch_size: int, seed: int, group: int = 1
+    ) -> dict[str, np.ndarray]:
+        _check_request(index, batch_size, seed, group)
+        # A device array, not copied to the host: the training loop can dispatch the
+        # next step without waiting for this sample.
+        return {"x": _sample_item(self.distribution, seed, index, batch_size, group)}
+
+
+# Called every training step, so it is compiled once per (distribution, batch_size, group)
+# with seed and index traced: a call costs one dispatch.
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _sample_item(
+    distribution: GaussianMixture | SwissRoll, seed: int, index: int, batch_size: int, group: int
+) -> jax.Array:
+    key = jax.random.fold_in(jax.random.key(seed), index)
+    return distribution.sample(key, group * batch_size).reshape(group, batch_size, 2)
+
+
+class DigitsDataset(Dataset):
+    """sklearn's 1,797 digits, in epochs drawn without replacement.
+
+    With spe = N // (group * batch_size) items per epoch (the remainder is dropped), item i
+    is slice i % spe of the permutation `default_rng([seed, i // spe]).permutation(N)`.
+    """
+
+    name = "digits"
+    num_classes = 10
+
+    def __init__(self, image_size: int = 8):
+        self.images, self.labels = load_digits(image_size)
+        self.element_shape = self.images.shape[1:]
+
+    def batch(
+        self, index: int, batch_size: int, seed: int, group: int = 1
+    ) -> dict[str, np.ndarray]:
+        _check_request(index, batch_size, seed, group)
+        num_examples, item_size = len(self.images), group * batch_size
+        if item_size > num_examples:
+            raise ValueError(
+                f"group * batch_size = {item_size} exceeds the {num_examples} examples of "
+                f"{self.name!r}; ask for at most {num_examples} per item."
+            )
+        epoch, position = divmod(index, num_examples // item_size)
+        order = _epoch_permutation(seed, epoch, num_examples)
+        taken = order[position * item_size : (position + 1) * item_size]
+        return {
+            "x": self.images[taken].reshape((group, batch_size) + self.element_shape),
+            "y": self.labels[taken].reshape(group, batch_size),
+        }
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """The order of one epoch; cached because an epoch spans many consecutive items."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    order.setflags(write=False)
+    return order
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "8gaussians": lambda: ToyDataset("8gaussians", toy.eight_gaussians()),
+    "25gaussians": lambda: ToyDataset("25gaussians", toy.twenty_five_gaussians()),
+    "swissroll": lambda **options: ToyDataset("swissroll", toy.SwissRoll(**options)),
+    "ring8": lambda **options: ToyDataset("ring8", toy.ring(num_modes=8, **options)),
+    "grid25": lambda **options: ToyDataset("grid25", toy.grid(side=5, **options)),
+    "digits": DigitsDataset,
+}
+
+
+def get_dataset(name: str, **options) -> Dataset:
+    """Builds the dataset registered as `name`; options go to its factory (e.g. image_size)."""
+    if name not in DATASETS:
+        known = ", ".join(sorted(DATASETS))
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {known}.")
+    if not options:
+        return DATASETS[name]()
+    try:
+        return DATASETS[name](**options)
+    except TypeError as error:  # An unexpected or ill-typed option; the defaults always work.
+        raise ValueError(f"dataset {name!r} rejected options {options}: {error}.") from error
+
+
+__all__ = [
+    "DATASETS",
+    "IMAGE_SIZES",
+    "Dataset",
+    "DigitsDataset",
+    "GaussianMixture",
+    "SwissRoll",
+    "ToyDataset",
+    "eight_gaussians",
+    "get_dataset",
+    "grid",
+    "load_digits",
+    "ring",
+    "twenty_five_gaussians",
+]

@@ -1,0 +1,142 @@
+"""DCGAN generator and critic (Radford et al., 2016), sized as in WGAN-GP's DCGAN variant.
+
+Guidelines kept from the DCGAN paper: strided (transposed) convolutions instead of pooling,
+BatchNorm in the generator, ReLU in the generator with a tanh output, LeakyReLU in the critic,
+and no normalisation on the critic's input layer. With ``image_size=32, channels=3, width=64``
+the parameter counts equal those of the PyTorch reference of Gulrajani et al. (2017).
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+IMAGE_SIZES = (8, 16, 32, 64)
+NORMALIZATIONS = ("none", "layer", "batch")
+
+# Every spatial stage halves or doubles the side, down to or up from this one.
+_BASE_SIZE = 4
+
+
+def _num_stages(image_size: int) -> int:
+    """Number of stride-2 stages between `image_size` and the 4x4 base."""
+    return int(math.log2(image_size // _BASE_SIZE))
+
+
+def _batch_norm(train: bool, axis_name: str | None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here), so runs compare."""
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name
+    )
+
+
+class Upsample2x(nn.Module):
+    """Doubles height and width: the generator's only up-sampling op, so it can be swapped here.
+
+    Attributes:
+        features: Output channels.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [B, H, W, C] to [B, 2H, 2W, features]."""
+        # Kernel 4, stride 2 matches PyTorch's ConvTranspose2d(k=4, s=2, p=1), bias included.
+        return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding="SAME")(x)
+
+
+class DCGANGenerator(nn.Module):
+    """Maps latent codes `z` [B, z_dim] to images [B, image_size, image_size, channels] in [-1, 1].
+
+    Attributes:
+        image_size: Side of the square output; one of 8, 16, 32, 64.
+        channels: Channels of the output image.
+        width: Channels of the last hidden stage; earlier stages double it.
+        batch_norm: Whether to normalise every hidden layer (DCGAN guideline).
+        axis_name: Device axis over which batch statistics are averaged (under pmap).
+    """
+
+    image_size: int = 32
+    channels: int = 3
+    width: int = 64
+    batch_norm: bool = True
+    axis_name: str | None = None
+
+    def __post_init__(self):
+        if self.image_size not in IMAGE_SIZES:
+            raise ValueError(
+                f"DCGANGenerator image_size must be one of {IMAGE_SIZES}, got {self.image_size}."
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+        """Returns images [B, image_size, image_size, channels]."""
+        num_stages = _num_stages(self.image_size)
+        base_channels = self.width * 2 ** (num_stages - 1)
+
+        def normalize_and_activate(x):
+            if self.batch_norm:
+                x = _batch_norm(train, self.axis_name)(x)
+            return nn.relu(x)
+
+        # The PyTorch reference keeps biases before BatchNorm (its defaults); kept for equal counts.
+        # BatchNorm acts on the flat features (BatchNorm1d there), i.e. per pixel and channel.
+        x = nn.Dense(_BASE_SIZE * _BASE_SIZE * base_channels)(z)
+        x = normalize_and_activate(x)
+        x = jnp.reshape(x, (z.shape[0], _BASE_SIZE, _BASE_SIZE, base_channels))
+        for stage in range(num_stages - 1):
+            x = Upsample2x(base_channels // 2 ** (stage + 1))(x)
+            x = normalize_and_activate(x)
+        return jnp.tanh(Upsample2x(self.channels)(x))
+
+
+class DCGANCritic(nn.Module):
+    """Maps images [B, S, S, C] (S in 8, 16, 32, 64) to one real score per example, [B].
+
+    Attributes:
+        width: Channels of the first convolution; each later one doubles them.
+        normalization: After every convolution but the first: 'none', 'layer' (per example over
+            H, W, C; WGAN-GP's choice since it adds no cross-example dependence) or 'batch'.
+        leaky_slope: Negative slope of the LeakyReLUs.
+        axis_name: Device axis over which batch statistics are averaged (under pmap).
+    """
+
+    width: int = 64
+    normalization: str = "none"
+    leaky_slope: float = 0.2
+    axis_name: str | None = None
+
+    def __post_init__(self):
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"DCGANCritic normalization must be one of {NORMALIZATIONS}, "
+                f"got {self.normalization!r}."
+            )
+        super().__post_init__()
+
+    def _normalize(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.normalization == "layer":
+            # Per-channel scale and offset, as in WGAN-GP's tflib Layernorm.
+            return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(x)
+        if self.normalization == "batch":
+            return _batch_norm(train, self.axis_name)(x)
+        return x
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns scores [B]."""
+        if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[1] not in IMAGE_SIZES:
+            raise ValueError(
+                f"DCGANCritic expects square images [B, S, S, C] with S in {IMAGE_SIZES}, "
+                f"got shape {x.shape}."
+            )
+        for stage in range(_num_stages(x.shape[1])):
+            x = nn.Conv(self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+            if stage > 0:  # DCGAN: no normalisation on the input layer.
+                x = self._normalize(x, train)
+            x = nn.leaky_relu(x, self.leaky_slope)
+        x = jnp.reshape(x, (x.shape[0], -1))
+        return jnp.squeeze(nn.Dense(1)(x), axis=-1)

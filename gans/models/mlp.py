@@ -1,0 +1,69 @@
+"""Fully connected generator and critic for the 2-D toy problems.
+
+The defaults follow the WGAN-GP toy code (Gulrajani et al., 2017): three hidden layers of 512
+ReLU units and a linear output. The unrolled-GAN protocol (Metz et al., 2017) is the same family
+with ``hidden=(128, 128)``, ``activation=nn.tanh`` and an orthogonal ``kernel_init``.
+"""
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _hidden_layers(
+    x: jax.Array,
+    hidden: Sequence[int],
+    activation: Callable[[jax.Array], jax.Array],
+    kernel_init: nn.initializers.Initializer,
+) -> jax.Array:
+    """Dense + activation for each width in `hidden`; called inside a compact method."""
+    for width in hidden:
+        x = activation(nn.Dense(width, kernel_init=kernel_init)(x))
+    return x
+
+
+class MLPGenerator(nn.Module):
+    """Maps latent codes `z` [B, z_dim] to samples [B, out_dim] with a linear output layer.
+
+    Attributes:
+        out_dim: Dimension of a sample (2 for the toy sets).
+        hidden: Widths of the hidden layers.
+        activation: Non-linearity after every hidden layer.
+        kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
+    """
+
+    out_dim: int = 2
+    hidden: Sequence[int] = (512, 512, 512)
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+    kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+        """Returns samples [B, out_dim]; `train` is accepted for the common contract and unused."""
+        del train  # No batch-dependent layers.
+        x = _hidden_layers(z, self.hidden, self.activation, self.kernel_init)
+        return nn.Dense(self.out_dim, kernel_init=self.kernel_init)(x)
+
+
+class MLPCritic(nn.Module):
+    """Maps inputs [B, ...] (flattened per example) to one real score per example, [B].
+
+    Attributes:
+        hidden: Widths of the hidden layers.
+        activation: Non-linearity after every hidden layer.
+        kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
+    """
+
+    hidden: Sequence[int] = (512, 512, 512)
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+    kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns scores [B]; `train` is accepted for the common contract and unused."""
+        del train  # No batch-dependent layers.
+        x = jnp.reshape(x, (x.shape[0], -1))
+        x = _hidden_layers(x, self.hidden, self.activation, self.kernel_init)
+        return jnp.squeeze(nn.Dense(1, kernel_init=self.kernel_init)(x), axis=-1)

@@ -1,0 +1,252 @@
+"""The training loop: compile the step, feed it data, write logs, samples and parameters.
+
+Experiments compose a ``Run`` (data, two models, two optimizers, the step's
+settings) and call ``train_and_evaluate``. Everything the loop produces goes
+into the run's working directory:
+
+    config.json      the experiment's settings, as given
+    metrics.jsonl    one JSON line per logging step
+    samples/         pictures at every sampling step (2-D: samples over the
+                     critic's contour; images: a grid at fixed latents)
+    params.msgpack   final parameters and model state of both players
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from gans import train as train_lib
+from gans import visualize
+from gans.data import Dataset
+from gans.metrics import mixture
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+PARAMS_FILE = "params.msgpack"
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, penalty, gradient or parameter norm became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One experiment, fully composed.
+
+    Attributes:
+      dataset: where real batches come from.
+      generator, critic: Flax modules (``gans.models`` contract).
+      generator_tx, critic_tx: optax optimizers, schedules included.
+      step: the train step's static settings.
+      n_critic: critic updates per generator update.
+      batch_size: examples per critic (and generator) update.
+      steps: generator updates to run.
+      seed: the single seed every random stream derives from.
+      log_every: steps between metrics lines (and non-finite checks).
+      sample_every: steps between sample pictures; 0 for the final one only.
+      num_samples: samples drawn for pictures and mode counts.
+    """
+
+    dataset: Dataset
+    generator: nn.Module
+    critic: nn.Module
+    generator_tx: optax.GradientTransformation
+    critic_tx: optax.GradientTransformation
+    step: train_lib.StepConfig
+    n_critic: int
+    batch_size: int
+    steps: int
+    seed: int = 0
+    log_every: int = 100
+    sample_every: int = 0
+    num_samples: int = 2500
+
+    def __post_init__(self):
+        for name in ("n_critic", "batch_size", "steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.sample_every < 0:
+            raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What the loop reports at each logging step."""
+
+    step: int
+    steps: int
+    steps_per_second: float
+    eta_seconds: float
+    metrics: dict[str, float]
+
+
+def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
+    """Refuses a workdir that is a file or already holds a run, before anything is written."""
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--workdir {str(path)!r} is a file; give a directory path.")
+    if (path / METRICS_FILE).exists() or (path / PARAMS_FILE).exists():
+        raise ValueError(
+            f"--workdir {str(path)!r} already holds a run; choose a new directory or delete it."
+        )
+    return path
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+    bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteError(
+            f"training diverged: {', '.join(bad)} became non-finite at step {step}; lower the "
+            "learning rates or raise the penalty weight."
+        )
+
+
+class _Sampler:
+    """Draws pictures from fixed latents so that successive ones are comparable."""
+
+    def __init__(self, run: Run, key: jax.Array):
+        self._run = run
+        is_toy = (
+            getattr(run.dataset, "mixture", None) is not None or len(run.dataset.element_shape) == 1
+        )
+        self.is_toy = is_toy
+        n = run.num_samples if is_toy else 64
+        self._z = jax.random.normal(key, (n, run.step.z_dim), jnp.float32)
+        self._real = run.dataset.batch(0, n, run.seed + 1)["x"][0] if is_toy else None
+        self._generate = jax.jit(lambda state, z: train_lib.generate(state, z))
+        self._critic = jax.jit(
+            lambda state, x: state.critic.apply(
+                {"params": state.critic_params, **state.critic_state}, x, train=False
+            )
+        )
+
+    def samples(self, state: train_lib.GANState) -> np.ndarray:
+        return np.asarray(self._generate(state, self._z))
+
+    def save(self, state: train_lib.GANState, path: pathlib.Path, step: int) -> np.ndarray:
+        fake = self.samples(state)
+        if self.is_toy:
+            extent = float(np.max(np.abs(self._real))) * 1.4 + 0.2
+            visualize.save_critic_contour(
+                path,
+                real=self._real,
+                fake=fake,
+                critic_fn=lambda x: self._critic(state, jnp.asarray(x)),
+                extent=extent,
+                title=f"{self._run.dataset.name}, generator step {step}",
+            )
+        else:
+            visualize.save_image_grid(fake, path, columns=8)
+        return fake
+
+
+def _summary(run: Run, fake: np.ndarray) -> dict[str, Any]:
+    found = getattr(run.dataset, "mixture", None)
+    if found is None:
+        return {}
+    return mixture.mode_coverage(fake, found.centres, found.sigma)
+
+
+def train_and_evaluate(
+    run: Run,
+    workdir: str | os.PathLike,
+    *,
+    config: dict[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    """Trains ``run`` and writes everything into ``workdir``.
+
+    Args:
+      run: the composed experiment.
+      workdir: output directory; must not hold a previous run.
+      config: settings to record in ``config.json`` (e.g. the flag values).
+      on_progress: called at every logging step (the experiment prints it).
+
+    Returns:
+      The last logged metrics, plus mode coverage for Gaussian mixtures.
+
+    Raises:
+      NonFiniteError: a logged metric became NaN or infinite; the parameters
+        are not saved, the metrics log keeps every line written before.
+    """
+    workdir = check_workdir(workdir)
+    root = jax.random.key(run.seed)
+    init_key, sample_key = jax.random.split(root)
+    first = run.dataset.batch(0, run.batch_size, run.seed, group=run.n_critic)
+    state = train_lib.create_state(
+        generator=run.generator,
+        critic=run.critic,
+        generator_tx=run.generator_tx,
+        critic_tx=run.critic_tx,
+        z_dim=run.step.z_dim,
+        example=jnp.asarray(first["x"][0]),
+        key=init_key,
+    )
+    step_fn = jax.jit(train_lib.make_train_step(run.step), donate_argnums=0)
+    sampler = _Sampler(run, sample_key)
+
+    (workdir / "samples").mkdir(parents=True, exist_ok=True)
+    with open(workdir / CONFIG_FILE, "w") as f:
+        json.dump(config or {}, f, indent=2, sort_keys=True, default=str)
+
+    last: dict[str, Any] = {}
+    start = time.perf_counter()
+    timed_from, timed_steps = start, 0
+    with open(workdir / METRICS_FILE, "a") as log:
+        for step in range(1, run.steps + 1):
+            batches = run.dataset.batch(step - 1, run.batch_size, run.seed, group=run.n_critic)
+            state, metrics = step_fn(state, batches)
+            if step == 1:
+                # The first step includes compilation; time the rest.
+                jax.block_until_ready(metrics)
+                timed_from = time.perf_counter()
+            else:
+                timed_steps += 1
+            if step % run.log_every == 0 or step == run.steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                _check_finite(step, values)
+                rate = math.nan
+                if timed_steps:
+                    rate = timed_steps / (time.perf_counter() - timed_from)
+                last = {"step": step, **values}
+                log.write(json.dumps(last) + "\n")
+                log.flush()
+                if on_progress is not None:
+                    on_progress(Progress(step, run.steps, rate, (run.steps - step) / rate, values))
+            if run.sample_every and step % run.sample_every == 0 and step != run.steps:
+                sampler.save(state, workdir / "samples" / f"step_{step:07d}.png", step)
+
+    final_picture = workdir / "samples" / f"step_{run.steps:07d}.png"
+    fake = sampler.save(state, final_picture, run.steps)
+    shutil.copyfile(final_picture, workdir / "samples.png")
+    with open(workdir / PARAMS_FILE, "wb") as f:
+        f.write(
+            serialization.to_bytes(
+                {
+                    "generator_params": state.generator_params,
+                    "generator_state": state.generator_state,
+                    "critic_params": state.critic_params,
+                    "critic_state": state.critic_state,
+                    "step": state.step,
+                }
+            )
+        )
+    summary = _summary(run, fake)
+    last.update(summary)
+    last["wall_seconds"] = time.perf_counter() - start
+    return last

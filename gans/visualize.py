@@ -1,0 +1,79 @@
+"""Pictures a researcher looks at: sample grids and critic contours (PNG files)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; never a window.
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tiles ``[N, H, W, C]`` images in [-1, 1] into one ``[rows*H', cols*W', C]`` array in [0, 1]."""
+    images = np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+    n, h, w, c = images.shape
+    columns = columns or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / columns))
+    grid = np.ones((rows * (h + pad) + pad, columns * (w + pad) + pad, c), np.float32)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top : top + h, left : left + w] = image
+    return grid
+
+
+def save_image_grid(
+    images: np.ndarray, path: str | os.PathLike, columns: int | None = None, scale: int = 4
+) -> None:
+    """Writes a grid of images in [-1, 1] as a PNG, each pixel ``scale`` x ``scale``."""
+    grid = image_grid(images, columns)
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+    if grid.shape[-1] == 1:
+        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        plt.imsave(path, grid)
+
+
+def save_critic_contour(
+    path: str | os.PathLike,
+    *,
+    real: np.ndarray,
+    fake: np.ndarray,
+    critic_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    extent: float = 3.0,
+    resolution: int = 128,
+    title: str = "",
+) -> None:
+    """Plots 2-D generated (green) and real (orange, on top) samples over the critic's contour.
+
+    Args:
+      path: PNG file to write.
+      real, fake: ``[N, 2]`` samples.
+      critic_fn: ``[M, 2] -> [M]`` scores, evaluated on a square grid; omitted if None.
+      extent: the grid spans ``[-extent, extent]^2``.
+      resolution: grid points per side.
+      title: figure title.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    if critic_fn is not None:
+        axis = np.linspace(-extent, extent, resolution, dtype=np.float32)
+        xx, yy = np.meshgrid(axis, axis)
+        scores = np.asarray(critic_fn(np.stack([xx.ravel(), yy.ravel()], axis=1)))
+        contour = ax.contourf(xx, yy, scores.reshape(xx.shape), levels=20, cmap="viridis")
+        fig.colorbar(contour, ax=ax, fraction=0.046, pad=0.04, label="critic score")
+    ax.scatter(fake[:, 0], fake[:, 1], s=3, c="lime", alpha=0.6, label="generated")
+    ax.scatter(real[:, 0], real[:, 1], s=4, c="orange", alpha=0.5, label="real")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

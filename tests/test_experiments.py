@@ -1,0 +1,100 @@
+"""Experiments run from their flagfiles, and bad input fails with one clear sentence."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FLAGS = ROOT / "experiments" / "flags"
+# Shrunk so that a run is seconds: the flagfile still sets everything else.
+TINY = ["--steps=2", "--log_every=1", "--width=16", "--batch_size=16"]
+
+
+def run_experiment(module, *args, cwd=ROOT):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{module}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "flagfile, sample",
+    [
+        ("wgan_gp_8gaussians.cfg", "samples.png"),
+        ("wgan_gp_digits.cfg", "samples.png"),
+    ],
+)
+def test_two_steps_from_the_flagfile(tmp_path, flagfile, sample):
+    workdir = tmp_path / "run"
+    result = run_experiment(
+        "wgan_gp", f"--flagfile={FLAGS / flagfile}", f"--workdir={workdir}", *TINY
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    record = json.loads(lines[-1])
+    for key in (
+        "critic_loss",
+        "generator_loss",
+        "penalty",
+        "critic_grad_norm_interpolates",
+        "wasserstein_estimate",
+    ):
+        assert key in record
+    assert (workdir / sample).stat().st_size > 1000
+    assert (workdir / "params.msgpack").exists()
+    assert "step 2/2" in result.stdout
+
+
+BAD_INPUTS = [
+    (["--penalty_weight=-1"], "--penalty_weight must be >= 0"),
+    (["--n_critic=0"], "--n_critic must be >= 1"),
+    (["--dataset=mnistt"], "unknown dataset 'mnistt'; known datasets:"),
+    (["--flagfile=/nonexistent/wgan.cfg"], "/nonexistent/wgan.cfg"),
+    (["--steps=abc"], "steps"),
+    (["--critic_norm=batch", "--dataset=digits"], "--critic_norm=batch"),
+    (["--label_smoothing=0.1"], "cross-entropy losses only"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_is_one_clear_sentence(tmp_path, args, message):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("mine")
+    result = run_experiment("wgan_gp", f"--workdir={workdir}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
+    # Nothing in the workdir was touched.
+    assert sorted(p.name for p in workdir.iterdir()) == ["notes.txt"]
+    assert (workdir / "notes.txt").read_text() == "mine"
+
+
+def test_a_workdir_holding_a_run_is_refused_and_kept(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text('{"step": 1}\n')
+    result = run_experiment("wgan_gp", f"--workdir={workdir}", "--steps=1")
+    assert result.returncode != 0
+    assert "already holds a run" in result.stderr
+    assert (workdir / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep")
+    result = run_experiment("wgan_gp", f"--workdir={target}", "--steps=1")
+    assert result.returncode != 0
+    assert "is a file" in result.stderr
+    assert target.read_text() == "keep"

@@ -1,0 +1,168 @@
+"""Penalties: closed forms on linear critics, per-example norms, safe gradients."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gans import penalties
+
+KEY = jax.random.key(0)
+
+
+def linear_critic(w, b=0.3):
+    """f(x) = w . x + b: its input gradient is w everywhere, so ||grad|| = ||w||."""
+    return lambda x: x.reshape(x.shape[0], -1) @ w.ravel() + b
+
+
+def batches(shape=(16, 3, 3, 2), seed=1):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(k1, shape), jax.random.normal(k2, shape) * 3.0 + 1.0
+
+
+class GradientPenaltyTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_linear_critic_closed_form(self):
+        real, fake = batches()
+        for scale in (0.3, 1.0, 2.5):
+            w = scale * jax.random.normal(jax.random.key(2), real.shape[1:])
+            critic = linear_critic(w)
+            for seed in range(3):
+                penalty = self.variant(
+                    lambda r, f, k: penalties.gradient_penalty(critic, r, f, k, weight=10.0)
+                )
+                value, norms = penalty(real, fake, jax.random.key(seed))
+                expected = 10.0 * (jnp.linalg.norm(w) - 1.0) ** 2
+                np.testing.assert_allclose(value, expected, rtol=1e-5)
+                np.testing.assert_allclose(norms, jnp.linalg.norm(w), rtol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_one_sided_is_zero_inside_the_ball(self):
+        real, fake = batches()
+        for scale in (0.0, 0.5, 1.0):
+            w = jnp.zeros(real.shape[1:]).at[0, 0, 0].set(scale)
+            value, _ = self.variant(
+                lambda r, f: penalties.gradient_penalty(linear_critic(w), r, f, KEY, one_sided=True)
+            )(real, fake)
+            assert value == 0.0
+        w = jnp.zeros(real.shape[1:]).at[0, 0, 0].set(1.5)
+        value, _ = penalties.gradient_penalty(
+            linear_critic(w), real, fake, KEY, one_sided=True, weight=2.0
+        )
+        np.testing.assert_allclose(value, 2.0 * 0.5**2, rtol=1e-6)
+
+    def test_target_norm_option(self):
+        real, fake = batches()
+        w = jnp.zeros(real.shape[1:]).at[1, 1, 1].set(3.0)
+        value, _ = penalties.gradient_penalty(
+            linear_critic(w), real, fake, KEY, target=2.0, weight=1.0
+        )
+        np.testing.assert_allclose(value, 1.0, rtol=1e-6)
+
+
+def quadratic_critic(x):
+    """f(x_i) = ||x_i||^2 / 2, whose input gradient is x_i itself: per-example norm ||x_i||."""
+    return 0.5 * jnp.sum(x.reshape(x.shape[0], -1) ** 2, axis=1)
+
+
+def test_norm_is_per_example_not_batch_wide():
+    # Examples at different distances from 0 have different gradient norms; a
+    # norm over the whole batch would give one number sqrt(sum_i ||x_i||^2).
+    x = jnp.stack([jnp.full((2, 2), v) for v in (0.25, 0.5, 1.0, 2.0)])
+    norms = penalties.gradient_norms(quadratic_critic, x)
+    np.testing.assert_allclose(norms, [0.5, 1.0, 2.0, 4.0], rtol=1e-6)
+    # Penalty at these exact points: with real == fake the interpolate is the point itself.
+    value, _ = penalties.gradient_penalty(quadratic_critic, x, x, KEY, weight=1.0)
+    per_example = np.mean((np.array([0.5, 1.0, 2.0, 4.0]) - 1.0) ** 2)
+    batch_wide = (np.sqrt(0.25 + 1 + 4 + 16) - 1.0) ** 2
+    np.testing.assert_allclose(value, per_example, rtol=1e-6)
+    assert not np.isclose(value, batch_wide)
+
+
+def test_interpolation_factor_is_drawn_per_example():
+    # With real = 0 and fake = 1 (all coordinates), x^ = 1 - eps, so the quadratic
+    # critic's gradient norm reveals each example's eps: they must differ.
+    real, fake = jnp.zeros((64, 4)), jnp.ones((64, 4))
+    _, norms = penalties.gradient_penalty(quadratic_critic, real, fake, KEY)
+    eps = 1.0 - norms / 2.0  # ||x^|| = (1 - eps) * sqrt(4)
+    assert float(jnp.std(eps)) > 0.2  # U[0, 1] has std 0.29
+    assert float(jnp.min(eps)) >= 0.0 and float(jnp.max(eps)) <= 1.0
+
+
+def test_sum_shortcut_equals_exact_vmap_form():
+    mlp = lambda x: (
+        jnp.tanh(x.reshape(x.shape[0], -1) @ jnp.linspace(-1, 1, 18).reshape(18, 1))[:, 0] ** 2
+    )
+    real, fake = batches((8, 3, 3, 2))
+    fast = penalties.gradient_penalty(mlp, real, fake, KEY, mode="sum")
+    exact = penalties.gradient_penalty(mlp, real, fake, KEY, mode="vmap")
+    np.testing.assert_allclose(fast[0], exact[0], rtol=1e-5)
+    np.testing.assert_allclose(fast[1], exact[1], rtol=1e-5)
+
+
+def test_sum_shortcut_is_wrong_with_cross_example_ops():
+    # A batch-normalising critic couples examples: the shortcut's precondition fails.
+    def batchnorm_critic(x):
+        h = x.reshape(x.shape[0], -1).sum(axis=1)
+        return (h - h.mean()) / (h.std() + 1e-3)
+
+    real, fake = batches((8, 4))
+    fast = penalties.gradient_norms(batchnorm_critic, real, mode="sum")
+    exact = penalties.gradient_norms(batchnorm_critic, real, mode="vmap")
+    assert not np.allclose(fast, exact, rtol=1e-2)
+
+
+def test_penalty_gradient_is_finite_at_zero_input_gradient():
+    # A critic whose input gradient is exactly zero (w = 0): the norm's derivative
+    # at 0 is undefined for a plain sqrt; the safe norm keeps the penalty's
+    # gradient with respect to w finite.
+    real, fake = batches((8, 5))
+
+    def penalty_of(w):
+        return penalties.gradient_penalty(linear_critic(w), real, fake, KEY)[0]
+
+    value, grad = jax.value_and_grad(penalty_of)(jnp.zeros(5))
+    np.testing.assert_allclose(value, 10.0)
+    assert jnp.all(jnp.isfinite(grad))
+
+
+def test_double_backprop_reaches_the_critic_parameters():
+    # d/dw lambda (||w|| - 1)^2 = 2 lambda (||w|| - 1) w / ||w||.
+    real, fake = batches((8, 3))
+    w = jnp.array([1.0, 2.0, 2.0])  # ||w|| = 3
+    grad = jax.grad(lambda w: penalties.gradient_penalty(linear_critic(w), real, fake, KEY)[0])(w)
+    np.testing.assert_allclose(grad, 2 * 10.0 * 2.0 * w / 3.0, rtol=1e-5)
+
+
+def test_dragan_perturbs_real_data_one_sided():
+    real = jax.random.normal(KEY, (256, 4))
+    _, norms = penalties.dragan_penalty(quadratic_critic, real, None, jax.random.key(3))
+    # Points are x + alpha * 0.5 * std(x) * u with u, alpha in [0, 1]; the
+    # quadratic critic's gradient is the point itself, so ||point - x|| is bounded.
+    bound = 0.5 * float(jnp.std(real)) * 2.0  # ||u|| <= sqrt(4)
+    deviations = jnp.abs(norms - jnp.linalg.norm(real, axis=1))
+    assert float(jnp.max(deviations)) <= bound + 1e-5
+    w = jnp.array([0.0, 3.0, 0.0, 4.0])
+    value, _ = penalties.dragan_penalty(linear_critic(w), real, None, KEY, symmetric=True)
+    np.testing.assert_allclose(value, 10.0 * (5.0 - 1.0) ** 2, rtol=1e-5)
+
+
+def test_r1_closed_form():
+    real = jax.random.normal(KEY, (32, 3))
+    w = jnp.array([0.0, 3.0, 4.0])
+    value, norms = penalties.r1_penalty(linear_critic(w), real, None, None, weight=2.0)
+    np.testing.assert_allclose(value, 0.5 * 2.0 * 25.0, rtol=1e-6)
+    np.testing.assert_allclose(norms, 5.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(penalties.PENALTIES))
+def test_every_penalty_rejects_a_negative_weight(name):
+    real, fake = batches((4, 2))
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        penalties.get_penalty(name)(linear_critic(jnp.ones(2)), real, fake, KEY, weight=-1.0)
+
+
+def test_unknown_penalty_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known penalties: dragan, gradient_penalty, r1"):
+        penalties.get_penalty("gp2")
