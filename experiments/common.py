@@ -1,7 +1,7 @@
 """Flags shared by every experiment, defined once, and the code that turns them into a ``Run``.
 
-An experiment module sets its paper's defaults with ``set_defaults`` and calls
-``main`` with the loss and penalty it trains; everything else (data, models,
+An experiment module sets its paper's defaults (its loss and penalty among them)
+with ``set_defaults`` and calls ``run``; everything else (data, models,
 optimizers, logging) is composed here from the shared flags.
 """
 
@@ -38,6 +38,9 @@ flags.DEFINE_enum(
     "DCGAN critic normalisation (default: none under a penalty, batch otherwise).",
 )
 # Game.
+flags.DEFINE_string("loss", "wasserstein",
+                    "minimax, non_saturating, wasserstein, least_squares or hinge.")
+flags.DEFINE_string("penalty", "none", "gradient_penalty, dragan, r1 or none.")
 flags.DEFINE_integer("n_critic", 5, "Critic updates per generator update.")
 flags.DEFINE_float("penalty_weight", 10.0, "Penalty weight lambda.")
 flags.DEFINE_bool("one_sided", False, "Penalise only gradient norms above 1.")
@@ -102,11 +105,13 @@ def _check_flags() -> None:
             raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
 
 
-def build_run(*, loss: str, penalty: str | None):
+def build_run():
     """Composes data, models, optimizers and step settings from the flags."""
     from gans import data, models, train
 
     _check_flags()
+    loss = FLAGS.loss
+    penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
     try:
         options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
         dataset = data.get_dataset(FLAGS.dataset, **options)
@@ -133,6 +138,8 @@ def build_run(*, loss: str, penalty: str | None):
         penalty_options = (("weight", FLAGS.penalty_weight),)
         if penalty == "gradient_penalty":
             penalty_options += (("one_sided", FLAGS.one_sided),)
+    if FLAGS.one_sided and penalty != "gradient_penalty":
+        raise UserError("--one_sided applies to --penalty=gradient_penalty only.")
     try:
         step = train.StepConfig(
             loss=loss,
@@ -199,19 +206,19 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def main(*, loss: str, penalty: str | None) -> None:
+def main() -> None:
     """Builds the run from the flags, trains it, and reports; user errors exit non-zero."""
     from gans import runner
 
     try:
-        run = build_run(loss=loss, penalty=penalty)
+        run = build_run()
         workdir = runner.check_workdir(FLAGS.workdir)
     except ValueError as e:
         fail(str(e))
     config = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
-    config.update(loss=loss, penalty=penalty)
+    penalty = run.step.penalty
     print(
-        f"training {loss}{' + ' + penalty if penalty else ''} on {FLAGS.dataset} for "
+        f"training {run.step.loss}{' + ' + penalty if penalty else ''} on {FLAGS.dataset} for "
         f"{FLAGS.steps} steps into {workdir}",
         flush=True,
     )
@@ -234,12 +241,12 @@ def main(*, loss: str, penalty: str | None) -> None:
         )
 
 
-def run(*, loss: str, penalty: str | None = None) -> None:
+def run() -> None:
     """The entry point of an experiment module: parses flags, then ``main``."""
 
     def _main(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
-        main(loss=loss, penalty=penalty)
+        main()
 
     app.run(_main)

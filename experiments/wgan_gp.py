@@ -10,6 +10,8 @@ critic. The paper's 2-D toys use lambda = 0.1 and beta1 = 0.5 (see the flagfile)
 from experiments import common
 
 common.set_defaults(
+    loss="wasserstein",
+    penalty="gradient_penalty",
     optimizer="adam",
     critic_lr=1e-4,
     generator_lr=1e-4,
@@ -20,4 +22,4 @@ common.set_defaults(
 )
 
 if __name__ == "__main__":
-    common.run(loss="wasserstein", penalty="gradient_penalty")
+    common.run()

@@ -49,7 +49,7 @@ def save_critic_contour(
     resolution: int = 128,
     title: str = "",
 ) -> None:
-    """Plots 2-D generated (green) and real (orange, on top) samples over the critic's contour.
+    """Plots 2-D real (orange) and generated (green, on top) samples over the critic's contour.
 
     Args:
       path: PNG file to write.
@@ -66,8 +66,8 @@ def save_critic_contour(
         scores = np.asarray(critic_fn(np.stack([xx.ravel(), yy.ravel()], axis=1)))
         contour = ax.contourf(xx, yy, scores.reshape(xx.shape), levels=20, cmap="viridis")
         fig.colorbar(contour, ax=ax, fraction=0.046, pad=0.04, label="critic score")
-    ax.scatter(fake[:, 0], fake[:, 1], s=3, c="lime", alpha=0.6, label="generated")
-    ax.scatter(real[:, 0], real[:, 1], s=4, c="orange", alpha=0.5, label="real")
+    ax.scatter(real[:, 0], real[:, 1], s=12, c="orange", alpha=0.3, label="real")
+    ax.scatter(fake[:, 0], fake[:, 1], s=2, c="lime", alpha=0.8, label="generated")
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
     ax.set_aspect("equal")

@@ -56,6 +56,8 @@ def test_two_steps_from_the_flagfile(tmp_path, flagfile, sample):
 
 
 BAD_INPUTS = [
+    (["--loss=wasserstien"], "unknown loss 'wasserstien'; known losses:"),
+    (["--penalty=gp2"], "unknown penalty 'gp2'; known penalties:"),
     (["--penalty_weight=-1"], "--penalty_weight must be >= 0"),
     (["--n_critic=0"], "--n_critic must be >= 1"),
     (["--dataset=mnistt"], "unknown dataset 'mnistt'; known datasets:"),

@@ -1,0 +1,46 @@
+"""Mode coverage on hand-built sample sets with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from gans.metrics.mixture import mode_coverage
+
+CENTRES = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+SIGMA = 0.01
+
+
+def at_modes(counts, offset=0.0):
+    return np.concatenate([np.tile(c + offset, (n, 1)) for c, n in zip(CENTRES, counts) if n])
+
+
+def test_all_modes_evenly_covered():
+    result = mode_coverage(at_modes([25, 25, 25, 25]), CENTRES, SIGMA)
+    assert result == {"modes": 4, "high_quality": 1.0, "reverse_kl": pytest.approx(0.0)}
+
+
+def test_collapse_onto_one_mode_has_reverse_kl_log_k():
+    result = mode_coverage(at_modes([100, 0, 0, 0]), CENTRES, SIGMA)
+    assert result["modes"] == 1
+    assert result["reverse_kl"] == pytest.approx(math.log(4))
+
+
+def test_samples_beyond_three_sigma_are_not_high_quality():
+    inside = at_modes([30, 30, 30, 30], offset=np.array([2.9 * SIGMA, 0.0]))
+    outside = at_modes([30, 30, 0, 0], offset=np.array([0.0, 3.1 * SIGMA]))
+    result = mode_coverage(np.concatenate([inside, outside]), CENTRES, SIGMA)
+    assert result["modes"] == 4
+    assert result["high_quality"] == pytest.approx(120 / 180)
+
+
+def test_a_mode_needs_min_count_samples():
+    samples = at_modes([50, 50, 50, 19])
+    assert mode_coverage(samples, CENTRES, SIGMA)["modes"] == 3
+    assert mode_coverage(samples, CENTRES, SIGMA, min_count=19)["modes"] == 4
+
+
+def test_no_high_quality_sample_gives_infinite_reverse_kl():
+    result = mode_coverage(np.full((10, 2), 0.5), CENTRES, SIGMA)
+    assert result["modes"] == 0 and result["high_quality"] == 0.0
+    assert math.isinf(result["reverse_kl"])
