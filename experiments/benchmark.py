@@ -63,7 +63,7 @@ def _build(name: str, batch: int):
         critic=critic,
         generator_tx=train.make_optimizer("adam", 1e-4, b1=b1, b2=0.9),
         critic_tx=train.make_optimizer("adam", 1e-4, b1=b1, b2=0.9),
-        z_dim=z_dim,
+        config=config,
         example=jnp.zeros((batch,) + shape),
         key=jax.random.key(0),
     )

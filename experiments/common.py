@@ -38,8 +38,9 @@ flags.DEFINE_enum(
     "DCGAN critic normalisation (default: none under a penalty, batch otherwise).",
 )
 # Game.
-flags.DEFINE_string("loss", "wasserstein",
-                    "minimax, non_saturating, wasserstein, least_squares or hinge.")
+flags.DEFINE_string(
+    "loss", "wasserstein", "minimax, non_saturating, wasserstein, least_squares or hinge."
+)
 flags.DEFINE_string("penalty", "none", "gradient_penalty, dragan, r1 or none.")
 flags.DEFINE_integer("n_critic", 5, "Critic updates per generator update.")
 flags.DEFINE_float("penalty_weight", 10.0, "Penalty weight lambda.")

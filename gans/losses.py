@@ -63,14 +63,17 @@ def discriminator_targets(
     Returns:
         Float32 targets of shape ``[batch_size]``.
     """
-    check_label_options(label_smoothing, flip_probability)
+    # The flip probability may be a traced, annealed value: check it only when static.
+    static_flip = isinstance(flip_probability, (int, float))
+    check_label_options(label_smoothing, flip_probability if static_flip else 0.0)
     target = (1.0 - label_smoothing) if real else 0.0
     targets = jnp.full((batch_size,), target, jnp.float32)
-    if flip_probability > 0.0:
-        if key is None:
-            raise ValueError("noisy labels (flip_probability > 0) need a PRNG key.")
-        flip = jax.random.bernoulli(key, flip_probability, (batch_size,))
-        targets = jnp.where(flip, 1.0 - targets, targets)
+    if static_flip and flip_probability == 0.0:
+        return targets
+    if key is None:
+        raise ValueError("noisy labels (flip_probability > 0) need a PRNG key.")
+    flip = jax.random.bernoulli(key, flip_probability, (batch_size,))
+    targets = jnp.where(flip, 1.0 - targets, targets)
     return targets
 
 

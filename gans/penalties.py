@@ -12,7 +12,9 @@ a second backward pass.
 
 Norms are per example, ``||grad_x f(x_i)||_2`` over all of ``x_i``'s
 coordinates, through ``optax.safe_norm`` so the penalty's own gradient is
-defined (zero) where an input gradient is exactly zero.
+defined (zero) where an input gradient is exactly zero. A batch may be a pytree
+of arrays sharing the leading batch axis (e.g. MSG-GAN's one image per scale):
+an example is then its slice of every leaf, and its norm runs over all of them.
 
 References:
   [WGAN-GP] Gulrajani et al., Improved Training of Wasserstein GANs, 2017, Alg. 1.
@@ -47,6 +49,17 @@ def _per_example(x: Array, shape_of: Array) -> Array:
     return x.reshape((-1,) + (1,) * (shape_of.ndim - 1))
 
 
+def _batch_size(x) -> int:
+    return jax.tree.leaves(x)[0].shape[0]
+
+
+def _mix(a, b, weight: Array):
+    """``weight * a + (1 - weight) * b`` leaf by leaf, one ``weight [B]`` per example."""
+    return jax.tree.map(
+        lambda u, v: _per_example(weight, u) * u + (1.0 - _per_example(weight, u)) * v, a, b
+    )
+
+
 def input_gradients(critic_fn: CriticFn, x: Array, *, mode: GradMode = "sum") -> Array:
     """Per-example input gradients ``grad_x f(x_i)``, shape of ``x``.
 
@@ -66,15 +79,16 @@ def input_gradients(critic_fn: CriticFn, x: Array, *, mode: GradMode = "sum") ->
     if mode == "sum":
         return jax.grad(lambda inputs: jnp.sum(critic_fn(inputs)))(x)
     if mode == "vmap":
-        single = lambda xi: critic_fn(xi[None])[0]
+        single = lambda xi: critic_fn(jax.tree.map(lambda leaf: leaf[None], xi))[0]
         return jax.vmap(jax.grad(single))(x)
     raise ValueError(f"unknown gradient mode {mode!r}; choose 'sum' or 'vmap'.")
 
 
 def gradient_norms(critic_fn: CriticFn, x: Array, *, mode: GradMode = "sum") -> Array:
     """Per-example ``||grad_x f(x_i)||_2`` ``[B]``, with a norm that is safe at zero."""
-    grads = input_gradients(critic_fn, x, mode=mode)
-    return optax.safe_norm(grads.reshape(grads.shape[0], -1), 0.0, axis=1)
+    grads = jax.tree.leaves(input_gradients(critic_fn, x, mode=mode))
+    flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in grads], axis=1)
+    return optax.safe_norm(flat, 0.0, axis=1)
 
 
 def _check_weight(weight: float) -> None:
@@ -120,13 +134,14 @@ def gradient_penalty(
       ``(penalty, grad_norms)``: scalar and per-example norms ``[B]`` at ``x^``.
     """
     _check_weight(weight)
-    if real.shape != fake.shape:
+    shapes = [jax.tree.map(jnp.shape, real), jax.tree.map(jnp.shape, fake)]
+    if shapes[0] != shapes[1]:
         raise ValueError(
-            f"real and fake batches must have the same shape to interpolate, got {real.shape} "
-            f"and {fake.shape}."
+            f"real and fake batches must have the same shape to interpolate, got {shapes[0]} "
+            f"and {shapes[1]}."
         )
-    eps = _per_example(jax.random.uniform(key, (real.shape[0],), real.dtype), real)
-    interpolates = eps * real + (1.0 - eps) * fake
+    eps = jax.random.uniform(key, (_batch_size(real),))
+    interpolates = _mix(real, fake, eps)
     norms = gradient_norms(critic_fn, interpolates, mode=mode)
     value = weight * jnp.mean(_norm_deviation(norms, target, one_sided) ** 2)
     return value, norms
@@ -159,10 +174,16 @@ def dragan_penalty(
     _check_weight(weight)
     noise_key, alpha_key = jax.random.split(key)
     low = -1.0 if symmetric else 0.0
-    u = jax.random.uniform(noise_key, real.shape, real.dtype, minval=low, maxval=1.0)
-    perturbed = real + scale * jnp.std(real) * u
-    alpha = _per_example(jax.random.uniform(alpha_key, (real.shape[0],), real.dtype), real)
-    points = real + alpha * (perturbed - real)
+    leaves, treedef = jax.tree.flatten(real)
+    noise_keys = jax.random.split(noise_key, len(leaves))
+    perturbed = treedef.unflatten(
+        [
+            x + scale * jnp.std(x) * jax.random.uniform(k, x.shape, x.dtype, minval=low, maxval=1.0)
+            for x, k in zip(leaves, noise_keys)
+        ]
+    )
+    alpha = jax.random.uniform(alpha_key, (_batch_size(real),))
+    points = _mix(perturbed, real, alpha)  # x + alpha (x_p - x)
     norms = gradient_norms(critic_fn, points, mode=mode)
     value = weight * jnp.mean((norms - target) ** 2)
     return value, norms

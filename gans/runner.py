@@ -117,42 +117,65 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
 
 
 class _Sampler:
-    """Draws pictures from fixed latents so that successive ones are comparable."""
+    """Draws pictures from fixed latents so that successive ones are comparable.
+
+    Conditional and InfoGAN generators get one grid row per class (or category of
+    the categorical code), so a row should show one kind of sample.
+    """
 
     def __init__(self, run: Run, key: jax.Array):
         self._run = run
-        is_toy = (
-            getattr(run.dataset, "mixture", None) is not None or len(run.dataset.element_shape) == 1
-        )
-        self.is_toy = is_toy
-        n = run.num_samples if is_toy else 64
-        self._z = jax.random.normal(key, (n, run.step.z_dim), jnp.float32)
-        self._real = run.dataset.batch(0, n, run.seed + 1)["x"][0] if is_toy else None
-        self._generate = jax.jit(lambda state, z: train_lib.generate(state, z))
-        self._critic = jax.jit(
-            lambda state, x: state.critic.apply(
-                {"params": state.critic_params, **state.critic_state}, x, train=False
+        config = run.step
+        self.is_toy = len(run.dataset.element_shape) == 1
+        classes = config.num_classes or (config.info.num_categories if config.info else None)
+        self.columns = 10 if classes else 8
+        n = run.num_samples if self.is_toy else (self.columns * classes if classes else 64)
+        z_key, code_key, label_key = jax.random.split(key, 3)
+        z = jax.random.normal(z_key, (n, config.z_dim), jnp.float32)
+        row_labels = jnp.arange(n) // self.columns % classes if classes else None
+        if self.is_toy and classes:
+            row_labels = jax.random.randint(label_key, (n,), 0, classes)
+        self._labels = row_labels if config.num_classes else None
+        if config.info is not None:
+            continuous = jax.random.uniform(
+                code_key, (n, config.info.num_continuous), minval=-1.0, maxval=1.0
             )
-        )
+            z = jnp.concatenate(
+                [z, jax.nn.one_hot(row_labels, config.info.num_categories), continuous], axis=1
+            )
+        self._z = z
+        self._real = run.dataset.batch(0, n, run.seed + 1)["x"][0] if self.is_toy else None
+        self._generate = jax.jit(train_lib.generate)
+        self._critic = jax.jit(_critic_scores)
 
     def samples(self, state: train_lib.GANState) -> np.ndarray:
-        return np.asarray(self._generate(state, self._z))
+        fake = self._generate(state, self._z, self._labels)
+        # Multi-scale generators return one image per scale, smallest first.
+        return np.asarray(jax.tree.leaves(fake)[-1])
 
     def save(self, state: train_lib.GANState, path: pathlib.Path, step: int) -> np.ndarray:
         fake = self.samples(state)
         if self.is_toy:
             extent = float(np.max(np.abs(self._real))) * 1.4 + 0.2
+            critic_fn = None
+            if self._run.step.num_classes is None:  # A conditional critic has one map per class.
+                critic_fn = lambda x: self._critic(state, jnp.asarray(x))
             visualize.save_critic_contour(
                 path,
-                real=self._real,
+                real=np.asarray(self._real),
                 fake=fake,
-                critic_fn=lambda x: self._critic(state, jnp.asarray(x)),
+                critic_fn=critic_fn,
                 extent=extent,
                 title=f"{self._run.dataset.name}, generator step {step}",
             )
         else:
-            visualize.save_image_grid(fake, path, columns=8)
+            visualize.save_image_grid(fake, path, columns=self.columns)
         return fake
+
+
+def _critic_scores(state: train_lib.GANState, x: jax.Array) -> jax.Array:
+    out = state.critic.apply({"params": state.critic_params, **state.critic_state}, x, train=False)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _summary(run: Run, fake: np.ndarray) -> dict[str, Any]:
@@ -193,7 +216,7 @@ def train_and_evaluate(
         critic=run.critic,
         generator_tx=run.generator_tx,
         critic_tx=run.critic_tx,
-        z_dim=run.step.z_dim,
+        config=run.step,
         example=jnp.asarray(first["x"][0]),
         key=init_key,
     )

@@ -33,9 +33,11 @@ class GANState(struct.PyTreeNode):
     """Everything that changes during training, as one immutable pytree.
 
     ``*_state`` hold the non-trainable Flax collections (``batch_stats``) and are
-    empty dicts for models without them. ``key`` is the run's root key: step
-    ``t`` draws its randomness from ``fold_in(key, t)``, so no key is ever reused
-    and a resumed run draws the same numbers.
+    empty dicts for models without them. ``generator_ema_params`` is the
+    exponential moving average of the generator's weights (None when off). ``key``
+    is the run's root key: step ``t`` draws its randomness from
+    ``fold_in(key, t)``, so no key is ever reused and a resumed run draws the
+    same numbers.
     """
 
     step: Array
@@ -46,10 +48,32 @@ class GANState(struct.PyTreeNode):
     generator_opt_state: optax.OptState
     critic_opt_state: optax.OptState
     key: Array
-    generator: nn.Module = struct.field(pytree_node=False)
-    critic: nn.Module = struct.field(pytree_node=False)
-    generator_tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    critic_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    generator_ema_params: PyTree = None
+    generator: nn.Module = struct.field(pytree_node=False, default=None)
+    critic: nn.Module = struct.field(pytree_node=False, default=None)
+    generator_tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
+    critic_tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoCodes:
+    """InfoGAN's latent codes and the weights of their mutual-information terms.
+
+    Attributes:
+      num_categories: classes of the categorical code (10 for digits).
+      num_continuous: continuous codes, each ``U[-1, 1]``.
+      categorical_weight: lambda of ``L_I`` for the categorical code (1 in the paper).
+      continuous_weight: lambda for the continuous codes (the paper uses a smaller one).
+    """
+
+    num_categories: int = 10
+    num_continuous: int = 2
+    categorical_weight: float = 1.0
+    continuous_weight: float = 0.1
+
+    @property
+    def size(self) -> int:
+        return self.num_categories + self.num_continuous
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +82,22 @@ class StepConfig:
 
     Attributes:
       loss: a name in ``gans.losses.LOSSES``.
-      z_dim: latent size; ``z ~ N(0, I)``.
+      z_dim: size of the noise ``z ~ N(0, I)`` (InfoGAN codes are appended to it).
       penalty: a name in ``gans.penalties.PENALTIES``, or None.
       penalty_options: keyword options of the penalty (``weight``, ``one_sided``...).
       label_smoothing: one-sided smoothing of the real target (cross-entropy losses).
       flip_probability: chance of flipping a discriminator target (cross-entropy losses).
+      flip_anneal_steps: if > 0, the flip probability decays linearly to 0 over these steps.
+      instance_noise: std of Gaussian noise added to every critic input, real and fake
+        (Sonderby et al., 2017), decaying linearly to 0 over ``noise_anneal_steps``.
+      noise_anneal_steps: if > 0, the annealing length of ``instance_noise``.
+      num_classes: if set, a conditional GAN: real batches carry labels ``"y"``, the
+        generator is called as ``G(z, y)`` and the critic as ``D(x, y)``.
+      info: if set, InfoGAN: codes appended to ``z`` and the critic returns
+        ``(scores, q)``; both players add ``-L_I`` to their losses.
+      ema_decay: if set, keep an exponential moving average of the generator's weights.
+      real_transform: applied to each real batch before the critic sees it (e.g. MSG-GAN's
+        image pyramid), so real and generated batches share one structure.
       axis_name: the pmap axis to average gradients over, or None on one device.
     """
 
@@ -72,6 +107,13 @@ class StepConfig:
     penalty_options: tuple[tuple[str, Any], ...] = ()
     label_smoothing: float = 0.0
     flip_probability: float = 0.0
+    flip_anneal_steps: int = 0
+    instance_noise: float = 0.0
+    noise_anneal_steps: int = 0
+    num_classes: int | None = None
+    info: InfoCodes | None = None
+    ema_decay: float | None = None
+    real_transform: Callable[[PyTree], PyTree] | None = None
     axis_name: str | None = None
 
     def __post_init__(self):
@@ -91,6 +133,19 @@ class StepConfig:
             raise ValueError(
                 f"penalty weight (lambda) must be >= 0, got {weight}; the papers use 10."
             )
+        if self.instance_noise < 0:
+            raise ValueError(f"instance noise std must be >= 0, got {self.instance_noise}.")
+        if self.flip_anneal_steps < 0 or self.noise_anneal_steps < 0:
+            raise ValueError("annealing lengths must be >= 0 steps.")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}; try 0.999.")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}.")
+
+    @property
+    def latent_size(self) -> int:
+        """Width of the generator's input vector: ``z`` plus any InfoGAN codes."""
+        return self.z_dim + (self.info.size if self.info else 0)
 
 
 def make_optimizer(
@@ -138,8 +193,8 @@ def create_state(
     critic: nn.Module,
     generator_tx: optax.GradientTransformation,
     critic_tx: optax.GradientTransformation,
-    z_dim: int,
-    example: Array,
+    config: StepConfig,
+    example: PyTree,
     key: Array,
 ) -> GANState:
     """Initialises both players and their optimizers.
@@ -147,15 +202,18 @@ def create_state(
     Args:
       generator, critic: Flax modules following the ``models`` contract.
       generator_tx, critic_tx: the two players' optax optimizers.
-      z_dim: latent size.
+      config: the step's settings (latent size, conditioning, EMA).
       example: a real batch ``[B, ...]`` (only its shape and dtype are used).
       key: the run's root key; split here into init and training streams.
     """
     g_key, c_key, train_key = jax.random.split(key, 3)
-    g_vars = generator.init({"params": g_key}, jnp.zeros((1, z_dim), jnp.float32), train=False)
-    c_vars = critic.init(
-        {"params": c_key}, jnp.zeros((1,) + example.shape[1:], example.dtype), train=False
-    )
+    labels = () if config.num_classes is None else (jnp.zeros((1,), jnp.int32),)
+    z = jnp.zeros((1, config.latent_size), jnp.float32)
+    x = jax.tree.map(lambda a: jnp.zeros((1,) + a.shape[1:], a.dtype), example)
+    if config.real_transform is not None:
+        x = config.real_transform(x)
+    g_vars = generator.init({"params": g_key}, z, *labels, train=False)
+    c_vars = critic.init({"params": c_key}, x, *labels, train=False)
     g_params, g_state = _split_variables(g_vars)
     c_params, c_state = _split_variables(c_vars)
     return GANState(
@@ -167,6 +225,7 @@ def create_state(
         generator_opt_state=generator_tx.init(g_params),
         critic_opt_state=critic_tx.init(c_params),
         key=train_key,
+        generator_ema_params=g_params if config.ema_decay is not None else None,
         generator=generator,
         critic=critic,
         generator_tx=generator_tx,
@@ -175,19 +234,33 @@ def create_state(
 
 
 def _apply(
-    module: nn.Module, params: PyTree, model_state: PyTree, inputs: Array, train: bool
-) -> tuple[Array, PyTree]:
-    """Applies a module, returning its output and its updated model state."""
+    module: nn.Module, params: PyTree, model_state: PyTree, inputs: tuple, train: bool
+) -> tuple[Any, PyTree]:
+    """Applies a module to ``inputs``, returning its output and its updated model state."""
     variables = {"params": params, **model_state}
     if train and model_state:
-        out, updates = module.apply(variables, inputs, train=True, mutable=list(model_state))
-        return out, updates
-    return module.apply(variables, inputs, train=train), model_state
+        return module.apply(variables, *inputs, train=True, mutable=list(model_state))
+    return module.apply(variables, *inputs, train=train), model_state
 
 
-def generate(state: GANState, z: Array, *, train: bool = False) -> Array:
-    """Samples ``G(z)``; ``train=False`` uses BatchNorm's running averages."""
-    return _apply(state.generator, state.generator_params, state.generator_state, z, train)[0]
+def generate(
+    state: GANState,
+    z: Array,
+    labels: Array | None = None,
+    *,
+    train: bool = False,
+    use_ema: bool = True,
+) -> PyTree:
+    """Samples ``G(z)`` (or ``G(z, labels)``); ``train=False`` uses BatchNorm's running averages.
+
+    ``z`` must already hold any InfoGAN codes. With ``use_ema`` the moving average
+    of the generator's weights is used when the state keeps one.
+    """
+    params = state.generator_params
+    if use_ema and state.generator_ema_params is not None:
+        params = state.generator_ema_params
+    inputs = (z,) if labels is None else (z, labels)
+    return _apply(state.generator, params, state.generator_state, inputs, train)[0]
 
 
 def _mean_over_devices(tree: PyTree, axis_name: str | None) -> PyTree:
@@ -201,38 +274,99 @@ def _step_key(state: GANState, axis_name: str | None) -> Array:
     return key
 
 
+def _annealed(value: float, anneal_steps: int, step: Array) -> Array | float:
+    """``value`` decaying linearly to 0 over ``anneal_steps`` (constant if 0)."""
+    if not anneal_steps:
+        return value
+    return value * jnp.clip(1.0 - step / anneal_steps, 0.0, 1.0)
+
+
+def _latents(config: StepConfig, key: Array, batch_size: int) -> tuple[Array, tuple | None]:
+    """``z`` with any InfoGAN codes appended, and the codes themselves."""
+    from gans.models import infogan
+
+    z_key, code_key = jax.random.split(key)
+    z = jax.random.normal(z_key, (batch_size, config.z_dim), jnp.float32)
+    if config.info is None:
+        return z, None
+    codes = infogan.sample_codes(
+        code_key, batch_size, config.info.num_categories, config.info.num_continuous
+    )
+    return jnp.concatenate([z, infogan.codes_vector(*codes, config.info.num_categories)], 1), codes
+
+
+def _information(config: StepConfig, q: dict, codes: tuple) -> dict[str, Array]:
+    """InfoGAN's lower bound ``L_I`` on the mutual information between codes and samples."""
+    from gans.models import infogan
+
+    return infogan.mutual_information_lower_bound(
+        q,
+        *codes,
+        config.info.num_categories,
+        categorical_weight=config.info.categorical_weight,
+        continuous_weight=config.info.continuous_weight,
+    )
+
+
+def _with_instance_noise(x: PyTree, std: Array | float, key: Array) -> PyTree:
+    leaves, treedef = jax.tree.flatten(x)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten(
+        [leaf + std * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+    )
+
+
+def _concat(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree.map(lambda u, v: jnp.concatenate([u, v]), a, b)
+
+
 def _critic_update(
-    config: StepConfig, state: GANState, real: Array, key: Array
+    config: StepConfig, state: GANState, batch: Mapping[str, Array], key: Array
 ) -> tuple[GANState, Metrics]:
     family = losses_lib.get_loss(config.loss)
-    z_key, penalty_key, label_key, probe_key = jax.random.split(key, 4)
-    z = jax.random.normal(z_key, (real.shape[0], config.z_dim), jnp.float32)
+    z_key, penalty_key, label_key, probe_key, noise_key = jax.random.split(key, 5)
+    real = batch["x"] if config.real_transform is None else config.real_transform(batch["x"])
+    labels = () if config.num_classes is None else (batch["y"],)
+    batch_size = jax.tree.leaves(real)[0].shape[0]
+    # Fakes share the real batch's labels, so interpolates between them have one label.
+    z, codes = _latents(config, z_key, batch_size)
     fake, g_state = _apply(
-        state.generator, state.generator_params, state.generator_state, z, train=True
+        state.generator, state.generator_params, state.generator_state, (z, *labels), True
     )
     fake = jax.lax.stop_gradient(fake)
-    has_batch_stats = bool(state.critic_state)
+    if config.instance_noise:
+        std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
+        real_key, fake_key = jax.random.split(noise_key)
+        real = _with_instance_noise(real, std, real_key)
+        fake = _with_instance_noise(fake, std, fake_key)
+    separate_passes = "batch_stats" in state.critic_state
 
     def loss_fn(c_params):
-        if has_batch_stats:
-            # Separate passes, as in the DCGAN reference: a joint batch would mix
-            # real and fake examples in the batch statistics.
-            real_scores, c_state = _apply(state.critic, c_params, state.critic_state, real, True)
-            fake_scores, c_state = _apply(state.critic, c_params, c_state, fake, True)
+        def critic(x, labels, model_state):
+            out, model_state = _apply(state.critic, c_params, model_state, (x, *labels), True)
+            return (out if config.info else (out, None)), model_state
+
+        if separate_passes:
+            # As in the DCGAN reference: a joint batch would mix real and fake
+            # examples in the batch statistics.
+            (real_scores, _), c_state = critic(real, labels, state.critic_state)
+            (fake_scores, q), c_state = critic(fake, labels, c_state)
         else:
-            scores, c_state = _apply(
-                state.critic, c_params, state.critic_state, jnp.concatenate([real, fake]), True
-            )
+            joint_labels = tuple(jnp.concatenate([y, y]) for y in labels)
+            (scores, q), c_state = critic(_concat(real, fake), joint_labels, state.critic_state)
             real_scores, fake_scores = jnp.split(scores, 2)
+            q = None if q is None else jax.tree.map(lambda a: jnp.split(a, 2)[1], q)
         label_options = {}
         if family.uses_labels:
             label_options = dict(
                 label_smoothing=config.label_smoothing,
-                flip_probability=config.flip_probability,
+                flip_probability=_annealed(
+                    config.flip_probability, config.flip_anneal_steps, state.step
+                ),
                 key=label_key,
             )
         adversarial = family.discriminator(real_scores, fake_scores, **label_options)
-        critic_fn = lambda x: _apply(state.critic, c_params, state.critic_state, x, True)[0]
+        critic_fn = lambda x: critic(x, labels, state.critic_state)[0][0]
         if config.penalty is not None:
             penalty_fn = penalties_lib.get_penalty(config.penalty)
             penalty, norms = penalty_fn(
@@ -251,7 +385,12 @@ def _critic_update(
             penalty=penalty,
             grad_norm=jnp.mean(norms),
         )
-        return adversarial + penalty, aux
+        loss = adversarial + penalty
+        if config.info is not None:
+            information = _information(config, q, codes)
+            aux["information"] = information
+            loss = loss - information["total"]
+        return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
     grads = _mean_over_devices(grads, config.axis_name)
@@ -269,6 +408,9 @@ def _critic_update(
     }
     if family.estimates_wasserstein:
         metrics["wasserstein_estimate"] = aux["real_score"] - aux["fake_score"]
+    if config.info is not None:
+        metrics["information_categorical"] = aux["information"]["categorical"]
+        metrics["information_continuous"] = aux["information"]["continuous"]
     state = state.replace(
         critic_params=params,
         critic_opt_state=opt_state,
@@ -282,25 +424,53 @@ def _generator_update(
     config: StepConfig, state: GANState, batch_size: int, key: Array
 ) -> tuple[GANState, Metrics]:
     family = losses_lib.get_loss(config.loss)
-    z = jax.random.normal(key, (batch_size, config.z_dim), jnp.float32)
+    z_key, label_key, noise_key = jax.random.split(key, 3)
+    z, codes = _latents(config, z_key, batch_size)
+    labels = ()
+    if config.num_classes is not None:
+        labels = (jax.random.randint(label_key, (batch_size,), 0, config.num_classes),)
 
     def loss_fn(g_params):
-        fake, g_state = _apply(state.generator, g_params, state.generator_state, z, True)
+        fake, g_state = _apply(state.generator, g_params, state.generator_state, (z, *labels), True)
+        if config.instance_noise:
+            std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
+            fake = _with_instance_noise(fake, std, noise_key)
         # The critic's own statistics are left alone: this pass trains G only.
-        scores, _ = _apply(state.critic, state.critic_params, state.critic_state, fake, True)
-        return family.generator(scores), g_state
+        out, _ = _apply(
+            state.critic, state.critic_params, state.critic_state, (fake, *labels), True
+        )
+        scores, q = out if config.info else (out, None)
+        loss, aux = family.generator(scores), {"g_state": g_state}
+        if config.info is not None:
+            aux["information"] = _information(config, q, codes)
+            loss = loss - aux["information"]["total"]
+        return loss, aux
 
-    (loss, g_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator_params)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator_params)
     grads = _mean_over_devices(grads, config.axis_name)
     updates, opt_state = state.generator_tx.update(
         grads, state.generator_opt_state, state.generator_params
     )
     params = optax.apply_updates(state.generator_params, updates)
-    g_state = _mean_over_devices(g_state, config.axis_name)
+    ema = state.generator_ema_params
+    if config.ema_decay is not None:
+        ema = optax.incremental_update(params, ema, 1.0 - config.ema_decay)
+    g_state = _mean_over_devices(aux["g_state"], config.axis_name)
     state = state.replace(
-        generator_params=params, generator_opt_state=opt_state, generator_state=g_state
+        generator_params=params,
+        generator_opt_state=opt_state,
+        generator_state=g_state,
+        generator_ema_params=ema,
     )
-    return state, {"generator_loss": loss, "generator_param_grad_norm": optax.tree.norm(grads)}
+    metrics = {"generator_loss": loss, "generator_param_grad_norm": optax.tree.norm(grads)}
+    if config.info is not None:
+        metrics["generator_information"] = aux["information"]["total"]
+    return state, metrics
+
+
+# Beyond this many critic updates per step the scan stays rolled, trading XLA:CPU's slower
+# convolutions in loop bodies for a compile time that does not grow with n_critic.
+_MAX_UNROLL = 10
 
 
 def train_step(
@@ -311,33 +481,45 @@ def train_step(
     Args:
       config: static settings; bind it with ``functools.partial`` before jitting.
       state: the current ``GANState``.
-      batches: ``{"x": [n_critic, B, ...]}``, one real batch per critic update.
+      batches: ``{"x": [n_critic, B, ...]}`` (plus ``"y": [n_critic, B]`` labels for a
+        conditional GAN), one real batch per critic update.
 
     Returns:
       The new state and a flat dict of scalar metrics. Critic metrics are
       averaged over the ``n_critic`` updates.
     """
-    real = batches["x"]
+    batches = {k: v for k, v in batches.items() if k == "x" or config.num_classes is not None}
+    n_critic, batch_size = jax.tree.leaves(batches["x"])[0].shape[:2]
     key = _step_key(state, config.axis_name)
     critic_key, generator_key = jax.random.split(key)
-    critic_keys = jax.random.split(critic_key, real.shape[0])
+    critic_keys = jax.random.split(critic_key, n_critic)
 
     def critic_body(state, inputs):
-        real_batch, k = inputs
-        return _critic_update(config, state, real_batch, k)
+        batch, k = inputs
+        return _critic_update(config, state, batch, k)
 
-    if real.shape[0] == 1:
-        state, critic_metrics = critic_body(state, (real[0], critic_keys[0]))
+    if n_critic == 1:
+        first = jax.tree.map(lambda a: a[0], batches)
+        state, critic_metrics = critic_body(state, (first, critic_keys[0]))
     else:
-        # Fully unrolled: XLA:CPU runs convolutions inside a rolled loop body up to 10x
-        # slower than the same code laid out straight (measured in BUILD_NOTES.md).
+        # Unrolled: XLA:CPU runs convolutions inside a rolled loop body up to 10x slower
+        # than the same code laid out straight (measured in BUILD_NOTES.md).
         state, critic_metrics = jax.lax.scan(
-            critic_body, state, (real, critic_keys), unroll=True)
-    state, generator_metrics = _generator_update(config, state, real.shape[1], generator_key)
+            critic_body, state, (batches, critic_keys), unroll=n_critic <= _MAX_UNROLL
+        )
+    state, generator_metrics = _generator_update(config, state, batch_size, generator_key)
     metrics = {name: jnp.mean(value) for name, value in critic_metrics.items()}
     metrics.update(generator_metrics)
     metrics["critic_param_norm"] = optax.tree.norm(state.critic_params)
     metrics["generator_param_norm"] = optax.tree.norm(state.generator_params)
+    if config.instance_noise:
+        metrics["instance_noise_std"] = jnp.asarray(
+            _annealed(config.instance_noise, config.noise_anneal_steps, state.step), jnp.float32
+        )
+    if config.flip_probability:
+        metrics["flip_probability"] = jnp.asarray(
+            _annealed(config.flip_probability, config.flip_anneal_steps, state.step), jnp.float32
+        )
     metrics = _mean_over_devices(metrics, config.axis_name)
     return state.replace(step=state.step + 1), metrics
 

@@ -166,3 +166,23 @@ def test_every_penalty_rejects_a_negative_weight(name):
 def test_unknown_penalty_lists_the_known_ones():
     with pytest.raises(ValueError, match="known penalties: dragan, gradient_penalty, r1"):
         penalties.get_penalty("gp2")
+
+
+def test_pytree_batches_take_one_norm_over_every_leaf():
+    # Two "scales" of one example: f(x) = w1 . x1 + w2 . x2 has gradient norm
+    # sqrt(||w1||^2 + ||w2||^2) per example, as for one concatenated input.
+    w1, w2 = jnp.array([3.0, 0.0]), jnp.array([[0.0, 4.0], [0.0, 0.0]])
+
+    def critic(x):
+        small, large = x
+        return small @ w1 + large.reshape(large.shape[0], -1) @ w2.ravel()
+
+    k1, k2 = jax.random.split(KEY)
+    real = (jax.random.normal(k1, (8, 2)), jax.random.normal(k2, (8, 2, 2)))
+    fake = jax.tree.map(lambda x: x + 1.0, real)
+    for penalty in (penalties.gradient_penalty, penalties.dragan_penalty):
+        value, norms = penalty(critic, real, fake, KEY, weight=1.0)
+        np.testing.assert_allclose(norms, 5.0, rtol=1e-6)
+        np.testing.assert_allclose(value, 16.0, rtol=1e-5)
+    exact = penalties.gradient_norms(critic, real, mode="vmap")
+    np.testing.assert_allclose(exact, 5.0, rtol=1e-6)

@@ -12,7 +12,7 @@ from gans import models, train
 Z_DIM = 4
 
 
-def make_state(*, critic_tx=None, generator=None, critic=None, example=None, seed=0):
+def make_state(config=None, *, critic_tx=None, generator=None, critic=None, example=None, seed=0):
     generator = generator or models.MLPGenerator(out_dim=2, hidden=(16, 16))
     critic = critic or models.MLPCritic(hidden=(16, 16))
     return train.create_state(
@@ -20,7 +20,7 @@ def make_state(*, critic_tx=None, generator=None, critic=None, example=None, see
         critic=critic,
         generator_tx=optax.adam(1e-3, b1=0.5, b2=0.9),
         critic_tx=critic_tx or optax.adam(1e-3, b1=0.5, b2=0.9),
-        z_dim=Z_DIM,
+        config=config or WGAN_GP,
         example=jnp.zeros((8, 2)) if example is None else example,
         key=jax.random.key(seed),
     )
@@ -120,9 +120,9 @@ def test_metrics_are_flat_finite_scalars():
 
 def test_the_same_seed_gives_the_same_step_and_another_seed_does_not():
     step = jax.jit(train.make_train_step(WGAN_GP))
-    a, ma = step(make_state(seed=3), real_batches(2))
-    b, mb = step(make_state(seed=3), real_batches(2))
-    c, mc = step(make_state(seed=4), real_batches(2))
+    _, ma = step(make_state(seed=3), real_batches(2))
+    _, mb = step(make_state(seed=3), real_batches(2))
+    _, mc = step(make_state(seed=4), real_batches(2))
     chex.assert_trees_all_equal(ma, mb)
     assert float(ma["critic_loss"]) != float(mc["critic_loss"])
 

@@ -1,6 +1,41 @@
-"""Linen generators and critics; all share `__call__(inputs, train=True)`."""
+"""Linen generators and critics; all share `__call__(inputs, train=True)`.
 
-from gans.models.dcgan import DCGANCritic, DCGANGenerator, Upsample2x
-from gans.models.mlp import MLPCritic, MLPGenerator
+Conditional models add a `labels` argument; the InfoGAN critic also returns Q's outputs; MSG-GAN
+models exchange a tuple of images, smallest first.
+"""
 
-__all__ = ["DCGANCritic", "DCGANGenerator", "MLPCritic", "MLPGenerator", "Upsample2x"]
+from gans.models.conditional import ConditionalCritic, ConditionalGenerator, append_label
+from gans.models.dcgan import DCGANCritic, DCGANGenerator, DCGANTrunk, Upsample2x
+from gans.models.infogan import (
+    InfoGANCritic,
+    codes_vector,
+    mutual_information_lower_bound,
+    sample_codes,
+)
+from gans.models.mlp import MLPCritic, MLPGenerator, MLPTrunk
+from gans.models.msg import MSGCritic, MSGGenerator, MSGTrunk, image_pyramid, num_scales_for
+from gans.models.vae import VAE, VAEEncoder
+
+__all__ = [
+    "ConditionalCritic",
+    "ConditionalGenerator",
+    "DCGANCritic",
+    "DCGANGenerator",
+    "DCGANTrunk",
+    "InfoGANCritic",
+    "MLPCritic",
+    "MLPGenerator",
+    "MLPTrunk",
+    "MSGCritic",
+    "MSGGenerator",
+    "MSGTrunk",
+    "Upsample2x",
+    "VAE",
+    "VAEEncoder",
+    "append_label",
+    "codes_vector",
+    "image_pyramid",
+    "mutual_information_lower_bound",
+    "num_scales_for",
+    "sample_codes",
+]

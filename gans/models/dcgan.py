@@ -7,6 +7,7 @@ the parameter counts equal those of the PyTorch reference of Gulrajani et al. (2
 """
 
 import math
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -67,13 +68,16 @@ class DCGANGenerator(nn.Module):
     def __post_init__(self):
         if self.image_size not in IMAGE_SIZES:
             raise ValueError(
-                f"DCGANGenerator image_size must be one of {IMAGE_SIZES}, got {self.image_size}."
+                f"{type(self).__name__} image_size must be one of {IMAGE_SIZES}, "
+                f"got {self.image_size}."
             )
         super().__post_init__()
 
-    @nn.compact
-    def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
-        """Returns images [B, image_size, image_size, channels]."""
+    def _hidden(self, z: jax.Array, train: bool) -> list[jax.Array]:
+        """Hidden activations at sides 4, 8, ..., image_size / 2; called inside a compact method.
+
+        Shared with the multi-scale generator, which reads an image off every one of them.
+        """
         num_stages = _num_stages(self.image_size)
         base_channels = self.width * 2 ** (num_stages - 1)
 
@@ -86,15 +90,24 @@ class DCGANGenerator(nn.Module):
         # BatchNorm acts on the flat features (BatchNorm1d there), i.e. per pixel and channel.
         x = nn.Dense(_BASE_SIZE * _BASE_SIZE * base_channels)(z)
         x = normalize_and_activate(x)
-        x = jnp.reshape(x, (z.shape[0], _BASE_SIZE, _BASE_SIZE, base_channels))
+        hidden = [jnp.reshape(x, (z.shape[0], _BASE_SIZE, _BASE_SIZE, base_channels))]
         for stage in range(num_stages - 1):
-            x = Upsample2x(base_channels // 2 ** (stage + 1))(x)
-            x = normalize_and_activate(x)
-        return jnp.tanh(Upsample2x(self.channels)(x))
+            x = Upsample2x(base_channels // 2 ** (stage + 1))(hidden[-1])
+            hidden.append(normalize_and_activate(x))
+        return hidden
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+        """Returns images [B, image_size, image_size, channels]."""
+        return jnp.tanh(Upsample2x(self.channels)(self._hidden(z, train)[-1]))
 
 
-class DCGANCritic(nn.Module):
-    """Maps images [B, S, S, C] (S in 8, 16, 32, 64) to one real score per example, [B].
+class DCGANTrunk(nn.Module):
+    """The DCGAN critic without its score layer: images [B, S, S, C] to features [B, F].
+
+    ``F = 4 * 4 * width * 2^(n - 1)`` for ``n = log2(S / 4)`` stride-2 stages: the flattened
+    4x4 map that the critic's final Dense reads. Conditional (projection) and InfoGAN critics
+    put their own heads on it.
 
     Attributes:
         width: Channels of the first convolution; each later one doubles them.
@@ -112,7 +125,7 @@ class DCGANCritic(nn.Module):
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"DCGANCritic normalization must be one of {NORMALIZATIONS}, "
+                f"{type(self).__name__} normalization must be one of {NORMALIZATIONS}, "
                 f"got {self.normalization!r}."
             )
         super().__post_init__()
@@ -125,18 +138,66 @@ class DCGANCritic(nn.Module):
             return _batch_norm(train, self.axis_name)(x)
         return x
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        """Returns scores [B]."""
+    def _features(
+        self,
+        x: jax.Array,
+        train: bool,
+        after_stage: Callable[[int, jax.Array], jax.Array] | None = None,
+    ) -> jax.Array:
+        """Conv stages down to 4x4, flattened; called inside a compact method.
+
+        `after_stage(stage, x)`, if given, rewrites each stage's activations before the next
+        stage reads them (the multi-scale critic concatenates its smaller images there).
+        """
         if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[1] not in IMAGE_SIZES:
             raise ValueError(
-                f"DCGANCritic expects square images [B, S, S, C] with S in {IMAGE_SIZES}, "
-                f"got shape {x.shape}."
+                f"{type(self).__name__} expects square images [B, S, S, C] with S in "
+                f"{IMAGE_SIZES}, got shape {x.shape}."
             )
         for stage in range(_num_stages(x.shape[1])):
             x = nn.Conv(self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
             if stage > 0:  # DCGAN: no normalisation on the input layer.
                 x = self._normalize(x, train)
             x = nn.leaky_relu(x, self.leaky_slope)
-        x = jnp.reshape(x, (x.shape[0], -1))
-        return jnp.squeeze(nn.Dense(1)(x), axis=-1)
+            if after_stage is not None:
+                x = after_stage(stage, x)
+        return jnp.reshape(x, (x.shape[0], -1))
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns features [B, F]."""
+        return self._features(x, train)
+
+    @nn.nowrap
+    def trunk(self, name: str | None = None) -> "DCGANTrunk":
+        """A new trunk with these hyper-parameters, for heads built around it.
+
+        Called inside a parent's compact method, the trunk becomes that parent's submodule.
+        """
+        return DCGANTrunk(
+            width=self.width,
+            normalization=self.normalization,
+            leaky_slope=self.leaky_slope,
+            axis_name=self.axis_name,
+            name=name,
+        )
+
+
+class DCGANCritic(DCGANTrunk):
+    """Maps images [B, S, S, C] (S in 8, 16, 32, 64) to one real score per example, [B].
+
+    The trunk's features followed by one linear unit; parameters live in one flat scope
+    (``Conv_i``, norms, ``Dense_0``), as before the trunk was factored out.
+
+    Attributes:
+        width: Channels of the first convolution; each later one doubles them.
+        normalization: After every convolution but the first: 'none', 'layer' (per example over
+            H, W, C; WGAN-GP's choice since it adds no cross-example dependence) or 'batch'.
+        leaky_slope: Negative slope of the LeakyReLUs.
+        axis_name: Device axis over which batch statistics are averaged (under pmap).
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns scores [B]."""
+        return jnp.squeeze(nn.Dense(1)(self._features(x, train)), axis=-1)

@@ -47,8 +47,10 @@ class MLPGenerator(nn.Module):
         return nn.Dense(self.out_dim, kernel_init=self.kernel_init)(x)
 
 
-class MLPCritic(nn.Module):
-    """Maps inputs [B, ...] (flattened per example) to one real score per example, [B].
+class MLPTrunk(nn.Module):
+    """The MLP critic without its score layer: inputs [B, ...] to features [B, hidden[-1]].
+
+    Inputs are flattened per example; with ``hidden=()`` the features are the flat inputs.
 
     Attributes:
         hidden: Widths of the hidden layers.
@@ -60,10 +62,42 @@ class MLPCritic(nn.Module):
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
 
+    def _features(self, x: jax.Array) -> jax.Array:
+        """Flatten, then the hidden layers; called inside a compact method."""
+        x = jnp.reshape(x, (x.shape[0], -1))
+        return _hidden_layers(x, self.hidden, self.activation, self.kernel_init)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns features [B, F]; `train` is accepted for the common contract and unused."""
+        del train  # No batch-dependent layers.
+        return self._features(x)
+
+    @nn.nowrap
+    def trunk(self, name: str | None = None) -> "MLPTrunk":
+        """A new trunk with these hyper-parameters, for heads built around it.
+
+        Called inside a parent's compact method, the trunk becomes that parent's submodule.
+        """
+        return MLPTrunk(
+            hidden=self.hidden, activation=self.activation, kernel_init=self.kernel_init, name=name
+        )
+
+
+class MLPCritic(MLPTrunk):
+    """Maps inputs [B, ...] (flattened per example) to one real score per example, [B].
+
+    The trunk's features followed by one linear unit, all in one flat scope (``Dense_i``).
+
+    Attributes:
+        hidden: Widths of the hidden layers.
+        activation: Non-linearity after every hidden layer.
+        kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
+    """
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         """Returns scores [B]; `train` is accepted for the common contract and unused."""
         del train  # No batch-dependent layers.
-        x = jnp.reshape(x, (x.shape[0], -1))
-        x = _hidden_layers(x, self.hidden, self.activation, self.kernel_init)
+        x = self._features(x)
         return jnp.squeeze(nn.Dense(1, kernel_init=self.kernel_init)(x), axis=-1)
