@@ -7,6 +7,7 @@ optimizers, logging) is composed here from the shared flags.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from typing import Any
@@ -32,6 +33,24 @@ flags.DEFINE_integer("z_dim", 128, "Latent size; z ~ N(0, I).")
 flags.DEFINE_integer("width", 512, "MLP hidden width (2-D data) or DCGAN base channels (images).")
 flags.DEFINE_integer("depth", 3, "MLP hidden layers (2-D data).")
 flags.DEFINE_enum(
+    "model",
+    "auto",
+    ["auto", "mlp", "dcgan", "msg"],
+    "Architecture: auto (MLP for 2-D data, DCGAN for images), mlp, dcgan or msg (MSG-GAN).",
+)
+flags.DEFINE_bool("conditional", False, "Conditional GAN: labels into both players.")
+flags.DEFINE_enum(
+    "conditioning",
+    "concat",
+    ["concat", "projection"],
+    "How the conditional critic sees the label: concatenated channels or a projection.",
+)
+flags.DEFINE_integer("info_categories", 0, "InfoGAN categorical code size (0: no InfoGAN).")
+flags.DEFINE_integer("info_continuous", 2, "InfoGAN continuous codes, each U[-1, 1].")
+flags.DEFINE_float("info_weight", 1.0, "InfoGAN lambda of the categorical code.")
+flags.DEFINE_float("info_continuous_weight", 0.1, "InfoGAN lambda of the continuous codes.")
+flags.DEFINE_bool("spectral_norm", False, "Spectral normalisation of every critic layer.")
+flags.DEFINE_enum(
     "critic_norm",
     None,
     ["none", "layer", "batch"],
@@ -48,8 +67,20 @@ flags.DEFINE_bool("one_sided", False, "Penalise only gradient norms above 1.")
 flags.DEFINE_float("clip", 0.0, "WGAN weight clipping bound c (0: off).")
 flags.DEFINE_float("label_smoothing", 0.0, "One-sided label smoothing (real target 1 - s).")
 flags.DEFINE_float("flip_probability", 0.0, "Noisy labels: chance of flipping a target.")
+flags.DEFINE_integer("flip_anneal_steps", 0, "Steps over which the flip chance decays to 0.")
+flags.DEFINE_float("instance_noise", 0.0, "Std of Gaussian noise on every critic input.")
+flags.DEFINE_integer("noise_anneal_steps", 0, "Steps over which instance noise decays to 0.")
+flags.DEFINE_float("ema_decay", 0.0, "Generator weight EMA decay for samples (0: off).")
+flags.DEFINE_bool("dragan_symmetric", False, "DRAGAN: perturb with U[-1, 1] instead of U[0, 1].")
+flags.DEFINE_integer(
+    "warmup_critic_steps",
+    0,
+    "WGAN's schedule: this many critic updates for the first 25 generator steps and every "
+    "500th (100 in the original code; 0: off).",
+)
 # Optimizers.
 flags.DEFINE_enum("optimizer", "adam", ["adam", "rmsprop", "sgd"], "Optimizer of both players.")
+flags.DEFINE_bool("optimistic", False, "Optimistic updates (optimistic Adam / gradient descent).")
 flags.DEFINE_float("critic_lr", 1e-4, "Critic learning rate.")
 flags.DEFINE_float("generator_lr", 1e-4, "Generator learning rate.")
 flags.DEFINE_float("beta1", 0.0, "Adam beta1.")
@@ -86,6 +117,17 @@ def _schedule(learning_rate: float):
 
 def _check_flags() -> None:
     positive = ("steps", "batch_size", "log_every", "n_critic", "z_dim", "width", "depth")
+    for name in (
+        "flip_anneal_steps",
+        "noise_anneal_steps",
+        "warmup_critic_steps",
+        "info_categories",
+        "info_continuous",
+    ):
+        if FLAGS[name].value < 0:
+            raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
+    if FLAGS.info_categories == 1:
+        raise UserError("--info_categories must be 0 (off) or >= 2.")
     for name in positive:
         if FLAGS[name].value < 1:
             raise UserError(f"--{name} must be >= 1, got {FLAGS[name].value}.")
@@ -106,24 +148,20 @@ def _check_flags() -> None:
             raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
 
 
-def build_run():
-    """Composes data, models, optimizers and step settings from the flags."""
-    from gans import data, models, train
+def _models(dataset, penalty):
+    """The generator and critic the flags name, wrapped for conditioning or InfoGAN."""
+    from gans import models
 
-    _check_flags()
-    loss = FLAGS.loss
-    penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
-    try:
-        options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
-        dataset = data.get_dataset(FLAGS.dataset, **options)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-    if FLAGS.dataset in TOY_DATASETS:
+    kind = FLAGS.model
+    if kind == "auto":
+        kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
+    if kind == "mlp":
         hidden = (FLAGS.width,) * FLAGS.depth
-        generator = models.MLPGenerator(out_dim=dataset.element_shape[0], hidden=hidden)
+        generator = models.MLPGenerator(out_dim=math.prod(dataset.element_shape), hidden=hidden)
         critic = models.MLPCritic(hidden=hidden)
     else:
+        if len(dataset.element_shape) != 3:
+            raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
         size, _, channels = dataset.element_shape
         norm = FLAGS.critic_norm or ("none" if penalty else "batch")
         if penalty and norm == "batch":
@@ -131,49 +169,110 @@ def build_run():
                 "--critic_norm=batch makes the gradient penalty batch-wide instead of per "
                 "example; use --critic_norm=layer (the WGAN-GP paper's drop-in) or none."
             )
-        generator = models.DCGANGenerator(image_size=size, channels=channels, width=FLAGS.width)
-        critic = models.DCGANCritic(width=FLAGS.width, normalization=norm)
+        image_models = {
+            "dcgan": (models.DCGANGenerator, models.DCGANCritic),
+            "msg": (models.MSGGenerator, models.MSGCritic),
+        }
+        generator_class, critic_class = image_models[kind]
+        generator = generator_class(image_size=size, channels=channels, width=FLAGS.width)
+        critic = critic_class(width=FLAGS.width, normalization=norm)
+    if FLAGS.conditional:
+        if dataset.num_classes is None:
+            raise UserError(
+                f"--conditional needs labelled data; {FLAGS.dataset} has none (use digits or a "
+                "Gaussian mixture, whose labels are the modes)."
+            )
+        generator = models.ConditionalGenerator(generator, dataset.num_classes)
+        critic = models.ConditionalCritic(critic, dataset.num_classes, mode=FLAGS.conditioning)
+    if FLAGS.info_categories:
+        critic = models.InfoGANCritic(
+            critic, num_categories=FLAGS.info_categories, num_continuous=FLAGS.info_continuous
+        )
+    return kind, generator, critic
+
+
+def build_run():
+    """Composes data, models, optimizers and step settings from the flags."""
+    from gans import data, models, runner, train
+
+    _check_flags()
+    penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
+    try:
+        options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
+        dataset = data.get_dataset(FLAGS.dataset, **options)
+        kind, generator, critic = _models(dataset, penalty)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
     penalty_options = ()
     if penalty is not None:
         penalty_options = (("weight", FLAGS.penalty_weight),)
         if penalty == "gradient_penalty":
             penalty_options += (("one_sided", FLAGS.one_sided),)
+        if penalty == "dragan":
+            penalty_options += (("symmetric", FLAGS.dragan_symmetric),)
     if FLAGS.one_sided and penalty != "gradient_penalty":
         raise UserError("--one_sided applies to --penalty=gradient_penalty only.")
+    if FLAGS.dragan_symmetric and penalty != "dragan":
+        raise UserError("--dragan_symmetric applies to --penalty=dragan only.")
+    real_transform = None
+    if kind == "msg":
+        scales = models.num_scales_for(dataset.element_shape[0])
+        real_transform = functools.partial(models.image_pyramid, num_scales=scales)
+    info = None
+    if FLAGS.info_categories:
+        info = train.InfoCodes(
+            num_categories=FLAGS.info_categories,
+            num_continuous=FLAGS.info_continuous,
+            categorical_weight=FLAGS.info_weight,
+            continuous_weight=FLAGS.info_continuous_weight,
+        )
     try:
         step = train.StepConfig(
-            loss=loss,
+            loss=FLAGS.loss,
             z_dim=FLAGS.z_dim,
             penalty=penalty,
             penalty_options=penalty_options,
             label_smoothing=FLAGS.label_smoothing,
             flip_probability=FLAGS.flip_probability,
+            flip_anneal_steps=FLAGS.flip_anneal_steps,
+            instance_noise=FLAGS.instance_noise,
+            noise_anneal_steps=FLAGS.noise_anneal_steps,
+            num_classes=dataset.num_classes if FLAGS.conditional else None,
+            info=info,
+            ema_decay=FLAGS.ema_decay or None,
+            real_transform=real_transform,
         )
         optimizer = lambda lr, clip=None: train.make_optimizer(
-            FLAGS.optimizer, _schedule(lr), b1=FLAGS.beta1, b2=FLAGS.beta2, clip=clip
+            FLAGS.optimizer,
+            _schedule(lr),
+            b1=FLAGS.beta1,
+            b2=FLAGS.beta2,
+            clip=clip,
+            optimistic=FLAGS.optimistic,
         )
         critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
         generator_tx = optimizer(FLAGS.generator_lr)
+        warmup = FLAGS.warmup_critic_steps
+        return runner.Run(
+            dataset=dataset,
+            generator=generator,
+            critic=critic,
+            generator_tx=generator_tx,
+            critic_tx=critic_tx,
+            step=step,
+            n_critic=FLAGS.n_critic,
+            batch_size=FLAGS.batch_size,
+            steps=FLAGS.steps,
+            seed=FLAGS.seed,
+            log_every=FLAGS.log_every,
+            sample_every=FLAGS.sample_every,
+            critic_schedule=(
+                runner.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
+            ),
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
-
-    from gans import runner
-
-    return runner.Run(
-        dataset=dataset,
-        generator=generator,
-        critic=critic,
-        generator_tx=generator_tx,
-        critic_tx=critic_tx,
-        step=step,
-        n_critic=FLAGS.n_critic,
-        batch_size=FLAGS.batch_size,
-        steps=FLAGS.steps,
-        seed=FLAGS.seed,
-        log_every=FLAGS.log_every,
-        sample_every=FLAGS.sample_every,
-    )
 
 
 def _format_duration(seconds: float) -> str:

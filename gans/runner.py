@@ -60,6 +60,8 @@ class Run:
       log_every: steps between metrics lines (and non-finite checks).
       sample_every: steps between sample pictures; 0 for the final one only.
       num_samples: samples drawn for pictures and mode counts.
+      critic_schedule: if set, ``step -> critic updates`` for that generator step (1-based),
+        overriding ``n_critic``; see ``wgan_critic_schedule``.
     """
 
     dataset: Dataset
@@ -75,6 +77,11 @@ class Run:
     log_every: int = 100
     sample_every: int = 0
     num_samples: int = 2500
+    critic_schedule: Callable[[int], int] | None = None
+
+    def critic_updates(self, step: int) -> int:
+        """Critic updates before generator step ``step`` (1-based)."""
+        return self.critic_schedule(step) if self.critic_schedule else self.n_critic
 
     def __post_init__(self):
         for name in ("n_critic", "batch_size", "steps", "log_every"):
@@ -82,6 +89,16 @@ class Run:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
+
+
+def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callable[[int], int]:
+    """The original WGAN code's schedule: ``warmup_updates`` critic updates for the first
+    25 generator steps and every 500th, ``n_critic`` otherwise (Arjovsky et al., 2017)."""
+
+    def schedule(step: int) -> int:
+        return warmup_updates if step <= 25 or step % 500 == 0 else n_critic
+
+    return schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +227,7 @@ def train_and_evaluate(
     workdir = check_workdir(workdir)
     root = jax.random.key(run.seed)
     init_key, sample_key = jax.random.split(root)
-    first = run.dataset.batch(0, run.batch_size, run.seed, group=run.n_critic)
+    first = run.dataset.batch(0, run.batch_size, run.seed)
     state = train_lib.create_state(
         generator=run.generator,
         critic=run.critic,
@@ -232,7 +249,9 @@ def train_and_evaluate(
     timed_from, timed_steps = start, 0
     with open(workdir / METRICS_FILE, "a") as log:
         for step in range(1, run.steps + 1):
-            batches = run.dataset.batch(step - 1, run.batch_size, run.seed, group=run.n_critic)
+            batches = run.dataset.batch(
+                step - 1, run.batch_size, run.seed, group=run.critic_updates(step)
+            )
             state, metrics = step_fn(state, batches)
             if step == 1:
                 # The first step includes compilation; time the rest.

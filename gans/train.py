@@ -156,6 +156,7 @@ def make_optimizer(
     b2: float = 0.999,
     decay: float = 0.99,
     clip: float | None = None,
+    optimistic: bool = False,
 ) -> optax.GradientTransformation:
     """An optax optimizer by name, optionally followed by WGAN weight clipping.
 
@@ -165,10 +166,18 @@ def make_optimizer(
       b1, b2: Adam's moment decays (WGAN-GP: 0 or 0.5, and 0.9).
       decay: RMSProp's squared-gradient decay (0.99 as in PyTorch's RMSprop).
       clip: if set, weight clipping to ``[-clip, clip]`` after every update.
+      optimistic: optimistic updates (Daskalakis et al., 2018), which damp the rotation of
+        the two-player game: optax's ``optimistic_adam`` or ``optimistic_gradient_descent``.
     """
     from gans import constraints  # local: constraints imports nothing from here.
 
-    if name == "adam":
+    if optimistic and name not in ("adam", "sgd"):
+        raise ValueError(f"optimistic updates exist for adam and sgd, not {name!r}.")
+    if name == "adam" and optimistic:
+        tx = optax.optimistic_adam(learning_rate, b1=b1, b2=b2)
+    elif name == "sgd" and optimistic:
+        tx = optax.optimistic_gradient_descent(learning_rate)
+    elif name == "adam":
         tx = optax.adam(learning_rate, b1=b1, b2=b2)
     elif name == "rmsprop":
         tx = optax.rmsprop(learning_rate, decay=decay, eps=1e-8)

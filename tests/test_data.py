@@ -230,9 +230,15 @@ def test_digits_labels_travel_with_their_images():
     assert [rows[image.tobytes()] for image in item["x"][0]] == item["y"][0].tolist()
 
 
-def test_digits_reject_items_larger_than_the_dataset():
+def test_digits_items_larger_than_the_dataset_draw_each_batch_without_replacement():
+    dataset = data.get_dataset("digits")
+    item = dataset.batch(0, batch_size=600, seed=0, group=4)  # 2,400 > 1,797 examples
+    assert item["x"].shape == (4, 600, 8, 8, 1)
+    for batch in item["x"]:
+        assert len(np.unique(batch.reshape(600, -1), axis=0)) == 600
+    np.testing.assert_array_equal(item["x"], dataset.batch(0, batch_size=600, seed=0, group=4)["x"])
     with pytest.raises(ValueError, match="1797"):
-        data.get_dataset("digits").batch(0, batch_size=600, seed=0, group=3)
+        dataset.batch(0, batch_size=1800, seed=0)
 
 
 def test_digits_accepts_image_size():

@@ -11,7 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = ROOT / "experiments" / "flags"
 # Shrunk so that a run is seconds: the flagfile still sets everything else.
-TINY = ["--steps=2", "--log_every=1", "--width=16", "--batch_size=16"]
+TINY = ["--steps=2", "--log_every=1", "--width=16", "--batch_size=16", "--sample_every=0"]
 
 
 def run_experiment(module, *args, cwd=ROOT):
@@ -26,31 +26,29 @@ def run_experiment(module, *args, cwd=ROOT):
     )
 
 
-@pytest.mark.parametrize(
-    "flagfile, sample",
-    [
-        ("wgan_gp_8gaussians.cfg", "samples.png"),
-        ("wgan_gp_digits.cfg", "samples.png"),
-    ],
-)
-def test_two_steps_from_the_flagfile(tmp_path, flagfile, sample):
+FLAGFILES = sorted(path.name for path in FLAGS.glob("*.cfg"))
+
+
+def test_every_flagfile_opens_with_what_it_runs_its_cpu_time_and_the_expected_result():
+    for name in FLAGFILES:
+        header = (FLAGS / name).read_text().split("\n--", 1)[0]
+        assert "CPU time:" in header and "Expected:" in header, name
+
+
+@pytest.mark.parametrize("flagfile", FLAGFILES)
+def test_two_steps_from_the_flagfile(tmp_path, flagfile):
+    module = flagfile.rsplit("_", 1)[0]
     workdir = tmp_path / "run"
-    result = run_experiment(
-        "wgan_gp", f"--flagfile={FLAGS / flagfile}", f"--workdir={workdir}", *TINY
-    )
+    result = run_experiment(module, f"--flagfile={FLAGS / flagfile}", f"--workdir={workdir}", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
     record = json.loads(lines[-1])
-    for key in (
-        "critic_loss",
-        "generator_loss",
-        "penalty",
-        "critic_grad_norm_interpolates",
-        "wasserstein_estimate",
-    ):
+    for key in ("critic_loss", "generator_loss", "penalty", "critic_grad_norm_interpolates"):
         assert key in record
-    assert (workdir / sample).stat().st_size > 1000
+    assert ("wasserstein_estimate" in record) == (module in ("wgan", "wgan_gp", "msg_gan"))
+    assert ("information_categorical" in record) == (module == "infogan")
+    assert (workdir / "samples.png").stat().st_size > 1000
     assert (workdir / "params.msgpack").exists()
     assert "step 2/2" in result.stdout
 
@@ -65,6 +63,12 @@ BAD_INPUTS = [
     (["--steps=abc"], "steps"),
     (["--critic_norm=batch", "--dataset=digits"], "--critic_norm=batch"),
     (["--label_smoothing=0.1"], "cross-entropy losses only"),
+    (["--model=msg"], "--model=msg needs image data"),
+    (["--conditional", "--dataset=swissroll"], "--conditional needs labelled data"),
+    (["--optimistic", "--optimizer=rmsprop"], "optimistic updates exist for adam and sgd"),
+    (["--dragan_symmetric"], "--dragan_symmetric applies to --penalty=dragan only"),
+    (["--info_categories=1"], "--info_categories must be 0 (off) or >= 2"),
+    (["--ema_decay=1.5"], "ema_decay must be in (0, 1)"),
 ]
 
 

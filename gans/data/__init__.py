@@ -90,6 +90,7 @@ class ToyDataset(Dataset):
         self.name = name
         self.distribution = distribution
         self.mixture = distribution if isinstance(distribution, GaussianMixture) else None
+        self.num_classes = None if self.mixture is None else self.mixture.num_modes
 
     def batch(
         self, index: int, batch_size: int, seed: int, group: int = 1
@@ -97,7 +98,8 @@ class ToyDataset(Dataset):
         _check_request(index, batch_size, seed, group)
         # A device array, not copied to the host: the training loop can dispatch the
         # next step without waiting for this sample.
-        return {"x": _sample_item(self.distribution, seed, index, batch_size, group)}
+        x, y = _sample_item(self.distribution, seed, index, batch_size, group)
+        return {"x": x} if y is None else {"x": x, "y": y}
 
 
 # Called every training step, so it is compiled once per (distribution, batch_size, group)
@@ -107,7 +109,11 @@ def _sample_item(
     distribution: GaussianMixture | SwissRoll, seed: int, index: int, batch_size: int, group: int
 ) -> jax.Array:
     key = jax.random.fold_in(jax.random.key(seed), index)
-    return distribution.sample(key, group * batch_size).reshape(group, batch_size, 2)
+    if isinstance(distribution, GaussianMixture):
+        # The mixture component is the label: conditional models learn one mode per class.
+        x, y = distribution.sample_with_modes(key, group * batch_size)
+        return x.reshape(group, batch_size, 2), y.reshape(group, batch_size)
+    return distribution.sample(key, group * batch_size).reshape(group, batch_size, 2), None
 
 
 class DigitsDataset(Dataset):
@@ -129,14 +135,25 @@ class DigitsDataset(Dataset):
     ) -> dict[str, np.ndarray]:
         _check_request(index, batch_size, seed, group)
         num_examples, item_size = len(self.images), group * batch_size
-        if item_size > num_examples:
+        if batch_size > num_examples:
             raise ValueError(
-                f"group * batch_size = {item_size} exceeds the {num_examples} examples of "
-                f"{self.name!r}; ask for at most {num_examples} per item."
+                f"batch_size {batch_size} exceeds the {num_examples} examples of {self.name!r}."
             )
-        epoch, position = divmod(index, num_examples // item_size)
-        order = _epoch_permutation(seed, epoch, num_examples)
-        taken = order[position * item_size : (position + 1) * item_size]
+        if item_size > num_examples:
+            # More than an epoch in one item (WGAN's 100 warm-up critic updates): each
+            # batch is its own draw without replacement, from its own generator.
+            taken = np.concatenate(
+                [
+                    np.random.default_rng([seed, index, item_size, j]).choice(
+                        num_examples, batch_size, replace=False
+                    )
+                    for j in range(group)
+                ]
+            )
+        else:
+            epoch, position = divmod(index, num_examples // item_size)
+            order = _epoch_permutation(seed, epoch, num_examples)
+            taken = order[position * item_size : (position + 1) * item_size]
         return {
             "x": self.images[taken].reshape((group, batch_size) + self.element_shape),
             "y": self.labels[taken].reshape(group, batch_size),

@@ -61,10 +61,14 @@ class GaussianMixture:
 
     def sample(self, key: jax.Array, n: int) -> jnp.ndarray:
         """Draws n points: a uniform mode, then N(centre, sigma^2 I). Returns [n, 2] float32."""
+        return self.sample_with_modes(key, n)[0]
+
+    def sample_with_modes(self, key: jax.Array, n: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """``sample`` and the index of the mode each point came from (a label for cGANs)."""
         mode_key, noise_key = jax.random.split(key)
         modes = jax.random.randint(mode_key, (n,), 0, self.num_modes)
         noise = jax.random.normal(noise_key, (n, 2), jnp.float32)
-        return jnp.asarray(self.centres)[modes] + self.sigma * noise
+        return jnp.asarray(self.centres)[modes] + self.sigma * noise, modes.astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
