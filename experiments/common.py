@@ -275,6 +275,43 @@ def build_run():
         raise UserError(str(e)) from None
 
 
+def build_vae_run(*, beta: float, variance: float):
+    """The VAE baseline on the same data, with the GAN's generator as its decoder."""
+    from gans import data, models, runner, train, vae
+
+    _check_flags()
+    try:
+        options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
+        dataset = data.get_dataset(FLAGS.dataset, **options)
+        if len(dataset.element_shape) == 1:
+            hidden = (FLAGS.width,) * FLAGS.depth
+            encoder = models.VAEEncoder(FLAGS.z_dim, kind="mlp", hidden=hidden)
+            decoder = models.MLPGenerator(out_dim=dataset.element_shape[0], hidden=hidden)
+        else:
+            size, _, channels = dataset.element_shape
+            encoder = models.VAEEncoder(FLAGS.z_dim, width=FLAGS.width, kind="conv")
+            decoder = models.DCGANGenerator(
+                image_size=size, channels=channels, width=FLAGS.width, batch_norm=False
+            )
+        tx = train.make_optimizer(
+            FLAGS.optimizer, _schedule(FLAGS.generator_lr), b1=FLAGS.beta1, b2=FLAGS.beta2
+        )
+        return runner.VAERun(
+            dataset=dataset,
+            model=models.VAE(encoder=encoder, decoder=decoder),
+            tx=tx,
+            config=vae.VAEConfig(beta=beta, variance=variance),
+            latent_dim=FLAGS.z_dim,
+            batch_size=FLAGS.batch_size,
+            steps=FLAGS.steps,
+            seed=FLAGS.seed,
+            log_every=FLAGS.log_every,
+            sample_every=FLAGS.sample_every,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def _format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -290,9 +327,17 @@ def _print_progress(progress) -> None:
         if math.isfinite(progress.steps_per_second)
         else "compiling",
         f"ETA {_format_duration(progress.eta_seconds)}",
-        f"critic {m['critic_loss']:.4f}",
-        f"generator {m['generator_loss']:.4f}",
     ]
+    # Each model's headline numbers, in this order, where it reports them.
+    shown = {
+        "critic_loss": "critic",
+        "generator_loss": "generator",
+        "loss": "loss",
+        "reconstruction": "reconstruction",
+        "kl": "KL",
+        "information_categorical": "L_I(categorical)",
+    }
+    parts += [f"{label} {m[name]:.4f}" for name, label in shown.items() if name in m]
     if "wasserstein_estimate" in m:
         parts.append(f"W {m['wasserstein_estimate']:.4f}")
     if m.get("penalty"):
@@ -306,32 +351,40 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def main() -> None:
+def main(build=build_run) -> None:
     """Builds the run from the flags, trains it, and reports; user errors exit non-zero."""
     from gans import runner
 
     try:
-        run = build_run()
+        run = build()
         workdir = runner.check_workdir(FLAGS.workdir)
     except ValueError as e:
         fail(str(e))
     config = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
-    penalty = run.step.penalty
+    if isinstance(run, runner.VAERun):
+        what, train = "the VAE", runner.train_vae
+    else:
+        penalty = run.step.penalty
+        what = run.step.loss + (f" + {penalty}" if penalty else "")
+        train = runner.train_and_evaluate
     print(
-        f"training {run.step.loss}{' + ' + penalty if penalty else ''} on {FLAGS.dataset} for "
-        f"{FLAGS.steps} steps into {workdir}",
+        f"training {what} on {FLAGS.dataset} for {FLAGS.steps} steps into {workdir}",
         flush=True,
     )
     try:
-        summary = runner.train_and_evaluate(
-            run, workdir, config=config, on_progress=_print_progress
-        )
+        summary = train(run, workdir, config=config, on_progress=_print_progress)
     except runner.NonFiniteError as e:
         fail(str(e))
     print(
         f"done in {_format_duration(summary['wall_seconds'])}; samples: {workdir / 'samples.png'}",
         flush=True,
     )
+    if "code_purity" in summary:
+        print(
+            f"categorical code vs nearest real digit: purity {summary['code_purity']:.3f} "
+            f"(chance about 0.1), {summary['code_distinct_classes']} distinct digits",
+            flush=True,
+        )
     if "modes" in summary:
         print(
             f"modes captured: {summary['modes']}/{run.dataset.mixture.num_modes}  "
@@ -341,12 +394,12 @@ def main() -> None:
         )
 
 
-def run() -> None:
+def run(build=build_run) -> None:
     """The entry point of an experiment module: parses flags, then ``main``."""
 
     def _main(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
-        main()
+        main(build)
 
     app.run(_main)

@@ -195,11 +195,63 @@ def _critic_scores(state: train_lib.GANState, x: jax.Array) -> jax.Array:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _summary(run: Run, fake: np.ndarray) -> dict[str, Any]:
-    found = getattr(run.dataset, "mixture", None)
+def _summary(dataset: Dataset, fake: np.ndarray) -> dict[str, Any]:
+    found = getattr(dataset, "mixture", None)
     if found is None:
         return {}
     return mixture.mode_coverage(fake, found.centres, found.sigma)
+
+
+def _write_config(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
+    (workdir / "samples").mkdir(parents=True, exist_ok=True)
+    with open(workdir / CONFIG_FILE, "w") as f:
+        json.dump(config or {}, f, indent=2, sort_keys=True, default=str)
+
+
+def _train_loop(
+    *,
+    workdir: pathlib.Path,
+    state: Any,
+    step_fn: Callable[[Any, dict], tuple[Any, dict]],
+    next_batch: Callable[[int], dict],
+    steps: int,
+    log_every: int,
+    sample_every: int,
+    save_samples: Callable[[Any, pathlib.Path, int], np.ndarray],
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[Any, dict[str, Any], np.ndarray]:
+    """The loop every model shares: step, log, check for NaN, draw pictures.
+
+    Returns the final state, the last metrics line and the final samples.
+    """
+    last: dict[str, Any] = {}
+    timed_from, timed_steps = time.perf_counter(), 0
+    with open(workdir / METRICS_FILE, "a") as log:
+        for step in range(1, steps + 1):
+            state, metrics = step_fn(state, next_batch(step))
+            if step == 1:
+                # The first step includes compilation; time the rest.
+                jax.block_until_ready(metrics)
+                timed_from = time.perf_counter()
+            else:
+                timed_steps += 1
+            if step % log_every == 0 or step == steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                _check_finite(step, values)
+                rate = math.nan
+                if timed_steps:
+                    rate = timed_steps / (time.perf_counter() - timed_from)
+                last = {"step": step, **values}
+                log.write(json.dumps(last) + "\n")
+                log.flush()
+                if on_progress is not None:
+                    on_progress(Progress(step, steps, rate, (steps - step) / rate, values))
+            if sample_every and step % sample_every == 0 and step != steps:
+                save_samples(state, workdir / "samples" / f"step_{step:07d}.png", step)
+    final_picture = workdir / "samples" / f"step_{steps:07d}.png"
+    samples = save_samples(state, final_picture, steps)
+    shutil.copyfile(final_picture, workdir / "samples.png")
+    return state, last, samples
 
 
 def train_and_evaluate(
@@ -225,8 +277,8 @@ def train_and_evaluate(
         are not saved, the metrics log keeps every line written before.
     """
     workdir = check_workdir(workdir)
-    root = jax.random.key(run.seed)
-    init_key, sample_key = jax.random.split(root)
+    start = time.perf_counter()
+    init_key, sample_key = jax.random.split(jax.random.key(run.seed))
     first = run.dataset.batch(0, run.batch_size, run.seed)
     state = train_lib.create_state(
         generator=run.generator,
@@ -237,50 +289,27 @@ def train_and_evaluate(
         example=jnp.asarray(first["x"][0]),
         key=init_key,
     )
-    step_fn = jax.jit(train_lib.make_train_step(run.step), donate_argnums=0)
     sampler = _Sampler(run, sample_key)
-
-    (workdir / "samples").mkdir(parents=True, exist_ok=True)
-    with open(workdir / CONFIG_FILE, "w") as f:
-        json.dump(config or {}, f, indent=2, sort_keys=True, default=str)
-
-    last: dict[str, Any] = {}
-    start = time.perf_counter()
-    timed_from, timed_steps = start, 0
-    with open(workdir / METRICS_FILE, "a") as log:
-        for step in range(1, run.steps + 1):
-            batches = run.dataset.batch(
-                step - 1, run.batch_size, run.seed, group=run.critic_updates(step)
-            )
-            state, metrics = step_fn(state, batches)
-            if step == 1:
-                # The first step includes compilation; time the rest.
-                jax.block_until_ready(metrics)
-                timed_from = time.perf_counter()
-            else:
-                timed_steps += 1
-            if step % run.log_every == 0 or step == run.steps:
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                _check_finite(step, values)
-                rate = math.nan
-                if timed_steps:
-                    rate = timed_steps / (time.perf_counter() - timed_from)
-                last = {"step": step, **values}
-                log.write(json.dumps(last) + "\n")
-                log.flush()
-                if on_progress is not None:
-                    on_progress(Progress(step, run.steps, rate, (run.steps - step) / rate, values))
-            if run.sample_every and step % run.sample_every == 0 and step != run.steps:
-                sampler.save(state, workdir / "samples" / f"step_{step:07d}.png", step)
-
-    final_picture = workdir / "samples" / f"step_{run.steps:07d}.png"
-    fake = sampler.save(state, final_picture, run.steps)
-    shutil.copyfile(final_picture, workdir / "samples.png")
+    _write_config(workdir, config)
+    state, last, fake = _train_loop(
+        workdir=workdir,
+        state=state,
+        step_fn=jax.jit(train_lib.make_train_step(run.step), donate_argnums=0),
+        next_batch=lambda step: run.dataset.batch(
+            step - 1, run.batch_size, run.seed, group=run.critic_updates(step)
+        ),
+        steps=run.steps,
+        log_every=run.log_every,
+        sample_every=run.sample_every,
+        save_samples=sampler.save,
+        on_progress=on_progress,
+    )
     with open(workdir / PARAMS_FILE, "wb") as f:
         f.write(
             serialization.to_bytes(
                 {
                     "generator_params": state.generator_params,
+                    "generator_ema_params": state.generator_ema_params,
                     "generator_state": state.generator_state,
                     "critic_params": state.critic_params,
                     "critic_state": state.critic_state,
@@ -288,7 +317,113 @@ def train_and_evaluate(
                 }
             )
         )
-    summary = _summary(run, fake)
-    last.update(summary)
+    last.update(_summary(run.dataset, fake))
+    if run.step.info is not None and hasattr(run.dataset, "labels"):
+        last.update(_code_purity(run, state, sample_key))
+    last["wall_seconds"] = time.perf_counter() - start
+    return last
+
+
+def _code_purity(
+    run: Run, state: train_lib.GANState, key: jax.Array, per_category: int = 100
+) -> dict[str, Any]:
+    """InfoGAN: how well the categorical code picks out classes, judged by nearest real images."""
+    from gans.metrics import classes
+
+    info = run.step.info
+    categories = jnp.repeat(jnp.arange(info.num_categories), per_category)
+    z_key, code_key = jax.random.split(jax.random.fold_in(key, 1))
+    z = jax.random.normal(z_key, (len(categories), run.step.z_dim))
+    continuous = jax.random.uniform(
+        code_key, (len(categories), info.num_continuous), minval=-1.0, maxval=1.0
+    )
+    z = jnp.concatenate([z, jax.nn.one_hot(categories, info.num_categories), continuous], 1)
+    samples = jax.tree.leaves(train_lib.generate(state, z))[-1]
+    labels = classes.nearest_neighbour_labels(
+        np.asarray(samples), run.dataset.images, run.dataset.labels
+    )
+    result = classes.category_purity(np.asarray(categories), labels, run.dataset.num_classes)
+    return {"code_purity": result["purity"], "code_distinct_classes": result["distinct"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class VAERun:
+    """A VAE baseline, trained on the same data and logged like the GANs.
+
+    Attributes:
+      dataset: where batches come from.
+      model: a ``gans.models.VAE``.
+      tx: its optax optimizer.
+      config: the ELBO's settings.
+      latent_dim: size of the prior ``N(0, I)`` samples are decoded from.
+      batch_size, steps, seed, log_every, sample_every, num_samples: as for ``Run``.
+    """
+
+    dataset: Dataset
+    model: nn.Module
+    tx: optax.GradientTransformation
+    config: Any
+    latent_dim: int
+    batch_size: int
+    steps: int
+    seed: int = 0
+    log_every: int = 100
+    sample_every: int = 0
+    num_samples: int = 2500
+
+
+def train_vae(
+    run: VAERun,
+    workdir: str | os.PathLike,
+    *,
+    config: dict[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    """Trains a VAE with the GANs' loop, logs and pictures (samples decoded from the prior)."""
+    from gans import vae as vae_lib
+
+    workdir = check_workdir(workdir)
+    start = time.perf_counter()
+    init_key, sample_key = jax.random.split(jax.random.key(run.seed))
+    first = run.dataset.batch(0, run.batch_size, run.seed)
+    state = vae_lib.create_vae_state(
+        model=run.model, tx=run.tx, example=jnp.asarray(first["x"][0]), key=init_key
+    )
+    is_toy = len(run.dataset.element_shape) == 1
+    n = run.num_samples if is_toy else 64
+    z = jax.random.normal(sample_key, (n, run.latent_dim), jnp.float32)
+    real = np.asarray(run.dataset.batch(0, n, run.seed + 1)["x"][0]) if is_toy else None
+    generate = jax.jit(vae_lib.vae_generate)
+
+    def save_samples(state, path, step):
+        samples = np.asarray(generate(state, z))
+        if is_toy:
+            extent = float(np.max(np.abs(real))) * 1.4 + 0.2
+            visualize.save_critic_contour(
+                path,
+                real=real,
+                fake=samples,
+                extent=extent,
+                title=f"VAE on {run.dataset.name}, step {step}",
+            )
+        else:
+            visualize.save_image_grid(samples, path, columns=8)
+        return samples
+
+    _write_config(workdir, config)
+    state, last, samples = _train_loop(
+        workdir=workdir,
+        state=state,
+        step_fn=jax.jit(vae_lib.make_vae_train_step(run.config), donate_argnums=0),
+        next_batch=lambda step: run.dataset.batch(step - 1, run.batch_size, run.seed),
+        steps=run.steps,
+        log_every=run.log_every,
+        sample_every=run.sample_every,
+        save_samples=save_samples,
+        on_progress=on_progress,
+    )
+    with open(workdir / PARAMS_FILE, "wb") as f:
+        f.write(serialization.to_bytes({"params": state.params, "step": state.step}))
+    last.update(_summary(run.dataset, samples))
     last["wall_seconds"] = time.perf_counter() - start
     return last

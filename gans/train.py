@@ -167,14 +167,14 @@ def make_optimizer(
       decay: RMSProp's squared-gradient decay (0.99 as in PyTorch's RMSprop).
       clip: if set, weight clipping to ``[-clip, clip]`` after every update.
       optimistic: optimistic updates (Daskalakis et al., 2018), which damp the rotation of
-        the two-player game: optax's ``optimistic_adam`` or ``optimistic_gradient_descent``.
+        the two-player game: optax's ``optimistic_adam_v2`` or ``optimistic_gradient_descent``.
     """
     from gans import constraints  # local: constraints imports nothing from here.
 
     if optimistic and name not in ("adam", "sgd"):
         raise ValueError(f"optimistic updates exist for adam and sgd, not {name!r}.")
     if name == "adam" and optimistic:
-        tx = optax.optimistic_adam(learning_rate, b1=b1, b2=b2)
+        tx = optax.optimistic_adam_v2(learning_rate, b1=b1, b2=b2)
     elif name == "sgd" and optimistic:
         tx = optax.optimistic_gradient_descent(learning_rate)
     elif name == "adam":

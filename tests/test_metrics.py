@@ -44,3 +44,18 @@ def test_no_high_quality_sample_gives_infinite_reverse_kl():
     result = mode_coverage(np.full((10, 2), 0.5), CENTRES, SIGMA)
     assert result["modes"] == 0 and result["high_quality"] == 0.0
     assert math.isinf(result["reverse_kl"])
+
+
+def test_nearest_neighbour_labels_and_category_purity():
+    from gans.metrics.classes import category_purity, nearest_neighbour_labels
+
+    real = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    labels = nearest_neighbour_labels(
+        np.array([[1.0, 1.0], [9.0, 1.0], [1.0, 8.0]]), real, np.array([7, 3, 5])
+    )
+    assert labels.tolist() == [7, 3, 5]
+    # Category 0 holds 7, 7; category 1 holds 3, 3, 5, 3: 2 + 3 of 6 samples match.
+    result = category_purity(np.array([0, 0, 1, 1, 1, 1]), np.array([7, 7, 3, 3, 5, 3]), 10)
+    assert result["mapping"] == {0: 7, 1: 3}
+    assert result["purity"] == pytest.approx(5 / 6)
+    assert result["distinct"] == 2

@@ -1,0 +1,149 @@
+"""The step's options beyond the plain game: labels, InfoGAN codes, EMA, noise, multi-scale."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gans import models, runner, train
+
+Z_DIM = 4
+
+
+def make(config, generator, critic, example):
+    return train.create_state(
+        generator=generator,
+        critic=critic,
+        generator_tx=optax.adam(1e-3),
+        critic_tx=optax.adam(1e-3),
+        config=config,
+        example=example,
+        key=jax.random.key(0),
+    )
+
+
+def toy_models():
+    return models.MLPGenerator(out_dim=2, hidden=(16,)), models.MLPCritic(hidden=(16,))
+
+
+def toy_batches(n_critic=2, batch=8, classes=None, seed=1):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    batches = {"x": jax.random.normal(k1, (n_critic, batch, 2))}
+    if classes:
+        batches["y"] = jax.random.randint(k2, (n_critic, batch), 0, classes)
+    return batches
+
+
+def test_conditional_step_uses_the_labels():
+    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, num_classes=4)
+    generator, critic = toy_models()
+    generator = models.ConditionalGenerator(generator, 4)
+    critic = models.ConditionalCritic(critic, 4)
+    state = make(config, generator, critic, jnp.zeros((8, 2)))
+    step = jax.jit(train.make_train_step(config))
+    batches = toy_batches(classes=4)
+    a, metrics = step(state, batches)
+    b, _ = step(state, {**batches, "y": (batches["y"] + 1) % 4})
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert not np.allclose(
+        a.critic_params["base"]["Dense_0"]["kernel"], b.critic_params["base"]["Dense_0"]["kernel"]
+    )
+    z = jnp.ones((2, Z_DIM))
+    samples = train.generate(a, z, jnp.array([0, 1]))
+    assert not np.allclose(samples[0], samples[1])
+
+
+def test_infogan_step_reports_and_trains_the_information_term():
+    info = train.InfoCodes(num_categories=3, num_continuous=1)
+    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, info=info)
+    generator, critic = toy_models()
+    state = make(config, generator, models.InfoGANCritic(critic, 3, 1), jnp.zeros((8, 2)))
+    assert state.generator_params["Dense_0"]["kernel"].shape[0] == Z_DIM + 3 + 1
+    step = jax.jit(train.make_train_step(config))
+    first = None
+    for i in range(60):
+        state, metrics = step(state, toy_batches(seed=i))
+        first = first if first is not None else float(metrics["information_categorical"])
+    # L_I <= H(c) = log 3, and both players push it up from its start.
+    assert float(metrics["information_categorical"]) <= np.log(3) + 1e-6
+    assert float(metrics["information_categorical"]) > first
+
+
+def test_ema_follows_the_incremental_formula():
+    config = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, ema_decay=0.9)
+    generator, critic = toy_models()
+    state = make(config, generator, critic, jnp.zeros((8, 2)))
+    chex.assert_trees_all_equal(state.generator_ema_params, state.generator_params)
+    new, _ = jax.jit(train.make_train_step(config))(state, toy_batches())
+    expected = jax.tree.map(
+        lambda old, p: 0.9 * old + 0.1 * p, state.generator_params, new.generator_params
+    )
+    chex.assert_trees_all_close(new.generator_ema_params, expected, rtol=1e-6)
+    # Samples come from the average unless asked otherwise.
+    z = jnp.ones((3, Z_DIM))
+    averaged = generator.apply({"params": new.generator_ema_params}, z)
+    np.testing.assert_allclose(train.generate(new, z), averaged, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field, metric, value",
+    [
+        ("instance_noise", "instance_noise_std", 0.5),
+        ("flip_probability", "flip_probability", 0.2),
+    ],
+)
+def test_annealed_tricks_decay_linearly_to_zero(field, metric, value):
+    anneal = "noise_anneal_steps" if field == "instance_noise" else "flip_anneal_steps"
+    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, **{field: value, anneal: 4})
+    generator, critic = toy_models()
+    state = make(config, generator, critic, jnp.zeros((8, 2)))
+    step = jax.jit(train.make_train_step(config))
+    seen = []
+    for i in range(6):
+        state, metrics = step(state, toy_batches(seed=i))
+        seen.append(float(metrics[metric]))
+    np.testing.assert_allclose(
+        seen, [value, 0.75 * value, 0.5 * value, 0.25 * value, 0, 0], rtol=1e-6, atol=1e-7
+    )
+
+
+def test_msg_gan_trains_under_a_pytree_gradient_penalty():
+    real_transform = functools.partial(models.image_pyramid, num_scales=3)
+    config = train.StepConfig(
+        loss="wasserstein",
+        z_dim=Z_DIM,
+        penalty="gradient_penalty",
+        penalty_options=(("weight", 10.0),),
+        real_transform=real_transform,
+    )
+    generator = models.MSGGenerator(image_size=16, channels=1, width=4)
+    critic = models.MSGCritic(width=4)
+    state = make(config, generator, critic, jnp.zeros((4, 16, 16, 1)))
+    batches = {"x": jax.random.uniform(jax.random.key(2), (2, 4, 16, 16, 1), minval=-1.0)}
+    new, metrics = jax.jit(train.make_train_step(config))(state, batches)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert float(metrics["penalty"]) > 0
+    # Every scale's to-image layer of the generator moved: gradients reach each scale.
+    for name in [k for k in state.generator_params if k.startswith("to_rgb")]:
+        assert not np.allclose(
+            state.generator_params[name]["kernel"], new.generator_params[name]["kernel"]
+        ), name
+
+
+def test_wgan_warm_up_schedule():
+    schedule = runner.wgan_critic_schedule(100, 5)
+    assert [schedule(s) for s in (1, 25, 26, 499, 500, 501, 1000)] == [100, 100, 5, 5, 100, 5, 100]
+
+
+def test_optimistic_optimizers_are_optax_ones():
+    params = {"w": jnp.ones(3)}
+    for name in ("adam", "sgd"):
+        tx = train.make_optimizer(name, 0.1, optimistic=True)
+        updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+        assert np.all(np.asarray(updates["w"]) < 0)
+    with pytest.raises(ValueError, match="optimistic updates exist for adam and sgd"):
+        train.make_optimizer("rmsprop", 0.1, optimistic=True)
