@@ -158,7 +158,7 @@ def _models(dataset, penalty):
     if kind == "mlp":
         hidden = (FLAGS.width,) * FLAGS.depth
         generator = models.MLPGenerator(out_dim=math.prod(dataset.element_shape), hidden=hidden)
-        critic = models.MLPCritic(hidden=hidden)
+        critic = models.MLPCritic(hidden=hidden, spectral_norm=FLAGS.spectral_norm)
     else:
         if len(dataset.element_shape) != 3:
             raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
@@ -175,7 +175,9 @@ def _models(dataset, penalty):
         }
         generator_class, critic_class = image_models[kind]
         generator = generator_class(image_size=size, channels=channels, width=FLAGS.width)
-        critic = critic_class(width=FLAGS.width, normalization=norm)
+        critic = critic_class(
+            width=FLAGS.width, normalization=norm, spectral_norm=FLAGS.spectral_norm
+        )
     if FLAGS.conditional:
         if dataset.num_classes is None:
             raise UserError(

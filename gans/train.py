@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from gans import constraints
 from gans import losses as losses_lib
 from gans import penalties as penalties_lib
+from gans.models import infogan
 
 Array = jax.Array
 PyTree = Any
@@ -169,8 +171,6 @@ def make_optimizer(
       optimistic: optimistic updates (Daskalakis et al., 2018), which damp the rotation of
         the two-player game: optax's ``optimistic_adam_v2`` or ``optimistic_gradient_descent``.
     """
-    from gans import constraints  # local: constraints imports nothing from here.
-
     if optimistic and name not in ("adam", "sgd"):
         raise ValueError(f"optimistic updates exist for adam and sgd, not {name!r}.")
     if name == "adam" and optimistic:
@@ -234,7 +234,10 @@ def create_state(
         generator_opt_state=generator_tx.init(g_params),
         critic_opt_state=critic_tx.init(c_params),
         key=train_key,
-        generator_ema_params=g_params if config.ema_decay is not None else None,
+        # A copy: the average must not share buffers with the parameters, which are donated.
+        generator_ema_params=(
+            jax.tree.map(jnp.copy, g_params) if config.ema_decay is not None else None
+        ),
         generator=generator,
         critic=critic,
         generator_tx=generator_tx,
@@ -292,8 +295,6 @@ def _annealed(value: float, anneal_steps: int, step: Array) -> Array | float:
 
 def _latents(config: StepConfig, key: Array, batch_size: int) -> tuple[Array, tuple | None]:
     """``z`` with any InfoGAN codes appended, and the codes themselves."""
-    from gans.models import infogan
-
     z_key, code_key = jax.random.split(key)
     z = jax.random.normal(z_key, (batch_size, config.z_dim), jnp.float32)
     if config.info is None:
@@ -306,8 +307,6 @@ def _latents(config: StepConfig, key: Array, batch_size: int) -> tuple[Array, tu
 
 def _information(config: StepConfig, q: dict, codes: tuple) -> dict[str, Array]:
     """InfoGAN's lower bound ``L_I`` on the mutual information between codes and samples."""
-    from gans.models import infogan
-
     return infogan.mutual_information_lower_bound(
         q,
         *codes,

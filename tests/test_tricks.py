@@ -147,3 +147,40 @@ def test_optimistic_optimizers_are_optax_ones():
         assert np.all(np.asarray(updates["w"]) < 0)
     with pytest.raises(ValueError, match="optimistic updates exist for adam and sgd"):
         train.make_optimizer("rmsprop", 0.1, optimistic=True)
+
+
+@pytest.mark.parametrize(
+    "critic, x",
+    [
+        (models.MLPCritic(hidden=(16, 16), spectral_norm=True), jnp.ones((8, 2))),
+        (models.DCGANCritic(width=4, spectral_norm=True), jnp.ones((8, 16, 16, 1))),
+    ],
+)
+def test_spectral_norm_bounds_every_layer_and_trains(critic, x):
+    variables = critic.init(jax.random.key(0), x, train=False)
+    assert "spectral_stats" in variables and "batch_stats" not in variables
+    apply = jax.jit(lambda v, x: critic.apply(v, x, train=True, mutable=["spectral_stats"]))
+    for _ in range(60):  # Power iterations converge on the largest singular value.
+        _, updates = apply(variables, x)
+        variables = {**variables, **updates}
+    sigmas = {
+        name.split("/")[0]: value
+        for stats in variables["spectral_stats"].values()
+        for name, value in stats.items()
+        if name.endswith("/sigma")
+    }
+    assert len(sigmas) == len(variables["params"])  # Every layer, the score layer included.
+    for layer, sigma in sigmas.items():
+        kernel = np.asarray(variables["params"][layer]["kernel"])
+        true_sigma = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), 2)
+        np.testing.assert_allclose(sigma, true_sigma, rtol=1e-2)
+    config = train.StepConfig(loss="hinge", z_dim=Z_DIM)
+    generator = (
+        models.MLPGenerator(out_dim=2, hidden=(16,))
+        if x.ndim == 2
+        else models.DCGANGenerator(image_size=16, channels=1, width=4)
+    )
+    state = make(config, generator, critic, x)
+    new, metrics = jax.jit(train.make_train_step(config))(state, {"x": x[None]})
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert "spectral_stats" in new.critic_state

@@ -17,6 +17,7 @@ from gans.models.msg import MSGCritic, MSGGenerator, MSGTrunk, image_pyramid, nu
 from gans.models.vae import VAE, VAEEncoder
 
 __all__ = [
+    "VAE",
     "ConditionalCritic",
     "ConditionalGenerator",
     "DCGANCritic",
@@ -30,7 +31,6 @@ __all__ = [
     "MSGGenerator",
     "MSGTrunk",
     "Upsample2x",
-    "VAE",
     "VAEEncoder",
     "append_label",
     "codes_vector",

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models.layers import apply_layer
+
 IMAGE_SIZES = (8, 16, 32, 64)
 NORMALIZATIONS = ("none", "layer", "batch")
 
@@ -115,12 +117,14 @@ class DCGANTrunk(nn.Module):
             H, W, C; WGAN-GP's choice since it adds no cross-example dependence) or 'batch'.
         leaky_slope: Negative slope of the LeakyReLUs.
         axis_name: Device axis over which batch statistics are averaged (under pmap).
+        spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
     """
 
     width: int = 64
     normalization: str = "none"
     leaky_slope: float = 0.2
     axis_name: str | None = None
+    spectral_norm: bool = False
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
@@ -155,7 +159,8 @@ class DCGANTrunk(nn.Module):
                 f"{IMAGE_SIZES}, got shape {x.shape}."
             )
         for stage in range(_num_stages(x.shape[1])):
-            x = nn.Conv(self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+            conv = nn.Conv(self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = apply_layer(conv, x, spectral_norm=self.spectral_norm, train=train)
             if stage > 0:  # DCGAN: no normalisation on the input layer.
                 x = self._normalize(x, train)
             x = nn.leaky_relu(x, self.leaky_slope)
@@ -179,6 +184,7 @@ class DCGANTrunk(nn.Module):
             normalization=self.normalization,
             leaky_slope=self.leaky_slope,
             axis_name=self.axis_name,
+            spectral_norm=self.spectral_norm,
             name=name,
         )
 
@@ -195,9 +201,12 @@ class DCGANCritic(DCGANTrunk):
             H, W, C; WGAN-GP's choice since it adds no cross-example dependence) or 'batch'.
         leaky_slope: Negative slope of the LeakyReLUs.
         axis_name: Device axis over which batch statistics are averaged (under pmap).
+        spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
     """
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         """Returns scores [B]."""
-        return jnp.squeeze(nn.Dense(1)(self._features(x, train)), axis=-1)
+        features = self._features(x, train)
+        score = apply_layer(nn.Dense(1), features, spectral_norm=self.spectral_norm, train=train)
+        return jnp.squeeze(score, axis=-1)

@@ -11,16 +11,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models.layers import apply_layer
+
 
 def _hidden_layers(
     x: jax.Array,
     hidden: Sequence[int],
     activation: Callable[[jax.Array], jax.Array],
     kernel_init: nn.initializers.Initializer,
+    spectral_norm: bool = False,
+    train: bool = True,
 ) -> jax.Array:
     """Dense + activation for each width in `hidden`; called inside a compact method."""
     for width in hidden:
-        x = activation(nn.Dense(width, kernel_init=kernel_init)(x))
+        dense = nn.Dense(width, kernel_init=kernel_init)
+        x = activation(apply_layer(dense, x, spectral_norm=spectral_norm, train=train))
     return x
 
 
@@ -56,22 +61,25 @@ class MLPTrunk(nn.Module):
         hidden: Widths of the hidden layers.
         activation: Non-linearity after every hidden layer.
         kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
+        spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
     """
 
     hidden: Sequence[int] = (512, 512, 512)
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+    spectral_norm: bool = False
 
-    def _features(self, x: jax.Array) -> jax.Array:
+    def _features(self, x: jax.Array, train: bool) -> jax.Array:
         """Flatten, then the hidden layers; called inside a compact method."""
         x = jnp.reshape(x, (x.shape[0], -1))
-        return _hidden_layers(x, self.hidden, self.activation, self.kernel_init)
+        return _hidden_layers(
+            x, self.hidden, self.activation, self.kernel_init, self.spectral_norm, train
+        )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        """Returns features [B, F]; `train` is accepted for the common contract and unused."""
-        del train  # No batch-dependent layers.
-        return self._features(x)
+        """Returns features [B, F]; `train` only drives spectral normalisation's estimate."""
+        return self._features(x, train)
 
     @nn.nowrap
     def trunk(self, name: str | None = None) -> "MLPTrunk":
@@ -80,7 +88,11 @@ class MLPTrunk(nn.Module):
         Called inside a parent's compact method, the trunk becomes that parent's submodule.
         """
         return MLPTrunk(
-            hidden=self.hidden, activation=self.activation, kernel_init=self.kernel_init, name=name
+            hidden=self.hidden,
+            activation=self.activation,
+            kernel_init=self.kernel_init,
+            spectral_norm=self.spectral_norm,
+            name=name,
         )
 
 
@@ -93,11 +105,12 @@ class MLPCritic(MLPTrunk):
         hidden: Widths of the hidden layers.
         activation: Non-linearity after every hidden layer.
         kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
+        spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
     """
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        """Returns scores [B]; `train` is accepted for the common contract and unused."""
-        del train  # No batch-dependent layers.
-        x = self._features(x)
-        return jnp.squeeze(nn.Dense(1, kernel_init=self.kernel_init)(x), axis=-1)
+        """Returns scores [B]; `train` only drives spectral normalisation's estimate."""
+        x = self._features(x, train)
+        dense = nn.Dense(1, kernel_init=self.kernel_init)
+        return jnp.squeeze(apply_layer(dense, x, spectral_norm=self.spectral_norm, train=train), -1)

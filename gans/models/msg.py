@@ -19,6 +19,7 @@ from gans.models.dcgan import (
     Upsample2x,
     _num_stages,
 )
+from gans.models.layers import apply_layer
 
 COMBINES = ("cat", "lin_cat")
 
@@ -134,6 +135,7 @@ class MSGTrunk(DCGANTrunk):
             normalization=self.normalization,
             leaky_slope=self.leaky_slope,
             axis_name=self.axis_name,
+            spectral_norm=self.spectral_norm,
             combine=self.combine,
             name=name,
         )
@@ -156,4 +158,5 @@ class MSGCritic(MSGTrunk):
     def __call__(self, images: tuple[jax.Array, ...], train: bool = True) -> jax.Array:
         """Returns scores [B] for images as ``MSGGenerator`` or ``image_pyramid`` give them."""
         features = self._multi_scale_features(images, train)
-        return jnp.squeeze(nn.Dense(1)(features), axis=-1)
+        score = apply_layer(nn.Dense(1), features, spectral_norm=self.spectral_norm, train=train)
+        return jnp.squeeze(score, axis=-1)
