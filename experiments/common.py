@@ -51,6 +51,12 @@ flags.DEFINE_float("info_weight", 1.0, "InfoGAN lambda of the categorical code."
 flags.DEFINE_float("info_continuous_weight", 0.1, "InfoGAN lambda of the continuous codes.")
 flags.DEFINE_bool("spectral_norm", False, "Spectral normalisation of every critic layer.")
 flags.DEFINE_enum(
+    "downsampling",
+    "strided",
+    ["strided", "avgpool"],
+    "DCGAN critic down-sampling: strided convolutions or average pooling (never max pooling).",
+)
+flags.DEFINE_enum(
     "critic_norm",
     None,
     ["none", "layer", "batch"],
@@ -176,7 +182,10 @@ def _models(dataset, penalty):
         generator_class, critic_class = image_models[kind]
         generator = generator_class(image_size=size, channels=channels, width=FLAGS.width)
         critic = critic_class(
-            width=FLAGS.width, normalization=norm, spectral_norm=FLAGS.spectral_norm
+            width=FLAGS.width,
+            normalization=norm,
+            spectral_norm=FLAGS.spectral_norm,
+            downsampling=FLAGS.downsampling,
         )
     if FLAGS.conditional:
         if dataset.num_classes is None:

@@ -184,3 +184,17 @@ def test_spectral_norm_bounds_every_layer_and_trains(critic, x):
     new, metrics = jax.jit(train.make_train_step(config))(state, {"x": x[None]})
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert "spectral_stats" in new.critic_state
+
+
+def test_average_pooling_critic_and_no_max_pooling():
+    critic = models.DCGANCritic(width=4, downsampling="avgpool")
+    x = jax.random.normal(jax.random.key(0), (3, 16, 16, 1))
+    variables = critic.init(jax.random.key(1), x, train=False)
+    kernels = [v["kernel"].shape for k, v in variables["params"].items() if k.startswith("Conv")]
+    assert kernels == [(3, 3, 1, 4), (3, 3, 4, 8)]  # Two halvings: 16 -> 8 -> 4.
+    assert critic.apply(variables, x).shape == (3,)
+    # Average pooling passes gradient to every input pixel.
+    grads = jax.grad(lambda x: critic.apply(variables, x).sum())(x)
+    assert float(jnp.mean(grads != 0)) > 0.99
+    with pytest.raises(ValueError, match="never max pooling"):
+        models.DCGANCritic(downsampling="maxpool")

@@ -17,6 +17,7 @@ from gans.models.layers import apply_layer
 
 IMAGE_SIZES = (8, 16, 32, 64)
 NORMALIZATIONS = ("none", "layer", "batch")
+DOWNSAMPLINGS = ("strided", "avgpool")
 
 # Every spatial stage halves or doubles the side, down to or up from this one.
 _BASE_SIZE = 4
@@ -118,6 +119,8 @@ class DCGANTrunk(nn.Module):
         leaky_slope: Negative slope of the LeakyReLUs.
         axis_name: Device axis over which batch statistics are averaged (under pmap).
         spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
+        downsampling: 'strided' (4x4 stride-2 convolutions, DCGAN) or 'avgpool' (3x3
+            convolution then 2x2 average pooling); never max pooling.
     """
 
     width: int = 64
@@ -125,12 +128,19 @@ class DCGANTrunk(nn.Module):
     leaky_slope: float = 0.2
     axis_name: str | None = None
     spectral_norm: bool = False
+    downsampling: str = "strided"
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"{type(self).__name__} normalization must be one of {NORMALIZATIONS}, "
                 f"got {self.normalization!r}."
+            )
+        if self.downsampling not in DOWNSAMPLINGS:
+            raise ValueError(
+                f"{type(self).__name__} downsampling must be one of {DOWNSAMPLINGS} (never max "
+                f"pooling, whose sparse gradients the notes warn against), got "
+                f"{self.downsampling!r}."
             )
         super().__post_init__()
 
@@ -159,8 +169,15 @@ class DCGANTrunk(nn.Module):
                 f"{IMAGE_SIZES}, got shape {x.shape}."
             )
         for stage in range(_num_stages(x.shape[1])):
-            conv = nn.Conv(self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
-            x = apply_layer(conv, x, spectral_norm=self.spectral_norm, train=train)
+            if self.downsampling == "strided":
+                conv = nn.Conv(
+                    self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))
+                )
+                x = apply_layer(conv, x, spectral_norm=self.spectral_norm, train=train)
+            else:  # A stride-1 conv, then 2x2 average pooling: every input gets gradient 1/4.
+                conv = nn.Conv(self.width * 2**stage, (3, 3), padding="SAME")
+                x = apply_layer(conv, x, spectral_norm=self.spectral_norm, train=train)
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
             if stage > 0:  # DCGAN: no normalisation on the input layer.
                 x = self._normalize(x, train)
             x = nn.leaky_relu(x, self.leaky_slope)
@@ -185,6 +202,7 @@ class DCGANTrunk(nn.Module):
             leaky_slope=self.leaky_slope,
             axis_name=self.axis_name,
             spectral_norm=self.spectral_norm,
+            downsampling=self.downsampling,
             name=name,
         )
 
@@ -202,6 +220,8 @@ class DCGANCritic(DCGANTrunk):
         leaky_slope: Negative slope of the LeakyReLUs.
         axis_name: Device axis over which batch statistics are averaged (under pmap).
         spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
+        downsampling: 'strided' (4x4 stride-2 convolutions, DCGAN) or 'avgpool' (3x3
+            convolution then 2x2 average pooling); never max pooling.
     """
 
     @nn.compact

@@ -136,6 +136,7 @@ class MSGTrunk(DCGANTrunk):
             leaky_slope=self.leaky_slope,
             axis_name=self.axis_name,
             spectral_norm=self.spectral_norm,
+            downsampling=self.downsampling,
             combine=self.combine,
             name=name,
         )
