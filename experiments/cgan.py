@@ -13,11 +13,7 @@ common.set_defaults(
     penalty="none",
     conditional=True,
     n_critic=1,
-    optimizer="adam",
-    critic_lr=2e-4,
-    generator_lr=2e-4,
-    beta1=0.5,
-    beta2=0.999,
+    **common.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

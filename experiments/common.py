@@ -107,6 +107,10 @@ class UserError(ValueError):
     """A problem with the user's input, reported as one sentence."""
 
 
+# The DCGAN paper's optimiser (Radford et al., 2016), shared by the cross-entropy GANs.
+DCGAN_ADAM = dict(optimizer="adam", critic_lr=2e-4, generator_lr=2e-4, beta1=0.5, beta2=0.999)
+
+
 def set_defaults(**defaults: Any) -> None:
     """Sets an experiment's paper defaults; flagfiles and the command line override them."""
     for name, value in defaults.items():

@@ -1,6 +1,6 @@
 """Hinge-loss GAN (Lim & Ye, 2017; Miyato et al., 2018), Adam 2e-4, beta1 0.5.
 
-python -m experiments.hinge_gan --flagfile=experiments/flags/hinge_gan_digits.cfg --workdir=...
+    python -m experiments.hinge_gan --flagfile=experiments/flags/hinge_gan_digits.cfg --workdir=...
 """
 
 from experiments import common
@@ -9,11 +9,7 @@ common.set_defaults(
     loss="hinge",
     penalty="none",
     n_critic=1,
-    optimizer="adam",
-    critic_lr=2e-4,
-    generator_lr=2e-4,
-    beta1=0.5,
-    beta2=0.999,
+    **common.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

@@ -15,11 +15,7 @@ common.set_defaults(
     info_categories=10,
     info_continuous=2,
     n_critic=1,
-    optimizer="adam",
-    critic_lr=2e-4,
-    generator_lr=1e-3,
-    beta1=0.5,
-    beta2=0.999,
+    **{**common.DCGAN_ADAM, "generator_lr": 1e-3},
 )
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Least squares GAN (Mao et al., 2017) with the 0-1 coding, Adam 2e-4, beta1 0.5.
 
-python -m experiments.lsgan --flagfile=experiments/flags/lsgan_digits.cfg --workdir=...
+    python -m experiments.lsgan --flagfile=experiments/flags/lsgan_digits.cfg --workdir=...
 """
 
 from experiments import common
@@ -9,11 +9,7 @@ common.set_defaults(
     loss="least_squares",
     penalty="none",
     n_critic=1,
-    optimizer="adam",
-    critic_lr=2e-4,
-    generator_lr=2e-4,
-    beta1=0.5,
-    beta2=0.999,
+    **common.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

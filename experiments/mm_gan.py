@@ -1,6 +1,7 @@
-"""Minimax GAN (MM-GAN): the saturating generator loss E[log(1 - D(G(z)))] of Goodfellow et al. (2014), Eq. 1, with the DCGAN optimiser (Adam 2e-4, beta1 0.5).
+"""Minimax GAN (MM-GAN): the saturating generator loss E[log(1 - D(G(z)))] of Goodfellow et al.
+(2014), Eq. 1, with the DCGAN optimiser (Adam 2e-4, beta1 0.5).
 
-python -m experiments.mm_gan --flagfile=experiments/flags/mm_gan_digits.cfg --workdir=...
+    python -m experiments.mm_gan --flagfile=experiments/flags/mm_gan_digits.cfg --workdir=...
 """
 
 from experiments import common
@@ -9,11 +10,7 @@ common.set_defaults(
     loss="minimax",
     penalty="none",
     n_critic=1,
-    optimizer="adam",
-    critic_lr=2e-4,
-    generator_lr=2e-4,
-    beta1=0.5,
-    beta2=0.999,
+    **common.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

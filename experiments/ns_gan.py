@@ -1,6 +1,7 @@
-"""Non-saturating GAN (NS-GAN): the -log D generator loss of Goodfellow et al. (2014), Sec. 3, with the DCGAN optimiser (Adam 2e-4, beta1 0.5).
+"""Non-saturating GAN (NS-GAN): the -log D generator loss of Goodfellow et al. (2014), Sec. 3, with
+the DCGAN optimiser (Adam 2e-4, beta1 0.5).
 
-python -m experiments.ns_gan --flagfile=experiments/flags/ns_gan_digits.cfg --workdir=...
+    python -m experiments.ns_gan --flagfile=experiments/flags/ns_gan_digits.cfg --workdir=...
 """
 
 from experiments import common
@@ -9,11 +10,7 @@ common.set_defaults(
     loss="non_saturating",
     penalty="none",
     n_critic=1,
-    optimizer="adam",
-    critic_lr=2e-4,
-    generator_lr=2e-4,
-    beta1=0.5,
-    beta2=0.999,
+    **common.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":
