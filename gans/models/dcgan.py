@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gans.models.layers import apply_layer
+from gans.models.layers import apply_layer, copy_as
 
 IMAGE_SIZES = (8, 16, 32, 64)
 NORMALIZATIONS = ("none", "layer", "batch")
@@ -196,15 +196,7 @@ class DCGANTrunk(nn.Module):
 
         Called inside a parent's compact method, the trunk becomes that parent's submodule.
         """
-        return DCGANTrunk(
-            width=self.width,
-            normalization=self.normalization,
-            leaky_slope=self.leaky_slope,
-            axis_name=self.axis_name,
-            spectral_norm=self.spectral_norm,
-            downsampling=self.downsampling,
-            name=name,
-        )
+        return copy_as(self, DCGANTrunk, name)
 
 
 class DCGANCritic(DCGANTrunk):

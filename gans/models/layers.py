@@ -1,6 +1,6 @@
 """Layer wrappers shared by the critics."""
 
-from collections.abc import Callable
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -22,4 +22,14 @@ def apply_layer(layer: nn.Module, x: jax.Array, *, spectral_norm: bool, train: b
     return nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION)(x, update_stats=train)
 
 
-LayerFn = Callable[[nn.Module, jax.Array], jax.Array]
+def copy_as(module: nn.Module, cls: type[nn.Module], name: str | None = None) -> nn.Module:
+    """A new ``cls`` with ``module``'s values for every field ``cls`` declares.
+
+    Critics use it to hand out their trunk (the same hyper-parameters, no score layer).
+    """
+    fields = {
+        f.name: getattr(module, f.name)
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in ("parent", "name")
+    }
+    return cls(**fields, name=name)

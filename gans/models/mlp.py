@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gans.models.layers import apply_layer
+from gans.models.layers import apply_layer, copy_as
 
 
 def _hidden_layers(
@@ -87,13 +87,7 @@ class MLPTrunk(nn.Module):
 
         Called inside a parent's compact method, the trunk becomes that parent's submodule.
         """
-        return MLPTrunk(
-            hidden=self.hidden,
-            activation=self.activation,
-            kernel_init=self.kernel_init,
-            spectral_norm=self.spectral_norm,
-            name=name,
-        )
+        return copy_as(self, MLPTrunk, name)
 
 
 class MLPCritic(MLPTrunk):

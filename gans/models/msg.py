@@ -19,7 +19,7 @@ from gans.models.dcgan import (
     Upsample2x,
     _num_stages,
 )
-from gans.models.layers import apply_layer
+from gans.models.layers import apply_layer, copy_as
 
 COMBINES = ("cat", "lin_cat")
 
@@ -130,16 +130,7 @@ class MSGTrunk(DCGANTrunk):
 
         Called inside a parent's compact method, the trunk becomes that parent's submodule.
         """
-        return MSGTrunk(
-            width=self.width,
-            normalization=self.normalization,
-            leaky_slope=self.leaky_slope,
-            axis_name=self.axis_name,
-            spectral_norm=self.spectral_norm,
-            downsampling=self.downsampling,
-            combine=self.combine,
-            name=name,
-        )
+        return copy_as(self, MSGTrunk, name)
 
 
 class MSGCritic(MSGTrunk):
