@@ -190,6 +190,8 @@ class VAEState(struct.PyTreeNode):
 
     ``step`` counts parameter updates; update ``t`` draws its randomness from
     ``fold_in(key, t)``, so no key is reused and a resumed run draws the same numbers.
+    ``ema_params`` is the exponential moving average of ``params`` used for samples, or None
+    when the config keeps none.
     """
 
     step: Array
@@ -198,6 +200,7 @@ class VAEState(struct.PyTreeNode):
     key: Array
     model: VAE = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    ema_params: PyTree = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,22 +212,31 @@ class VAEConfig:
       likelihood: the decoder's likelihood, a name in ``LIKELIHOODS``.
       variance: the likelihood's ``sigma^2``; 1/2 makes the reconstruction term the plain sum of
         squared errors.
+      ema_decay: if set, keep an exponential moving average of the weights for samples.
       axis_name: the pmap axis to average gradients and metrics over, or None on one device.
     """
 
     beta: float = 1.0
     likelihood: str = "gaussian"
     variance: float = 0.5
+    ema_decay: float | None = None
     axis_name: str | None = None
 
     def __post_init__(self):
         _check_likelihood(self.likelihood, self.variance)
         if self.beta < 0:
             raise ValueError(f"beta (the KL weight) must be >= 0, got {self.beta}; the VAE uses 1.")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}; try 0.999.")
 
 
 def create_vae_state(
-    *, model: VAE, tx: optax.GradientTransformation, example: Array, key: Array
+    *,
+    model: VAE,
+    tx: optax.GradientTransformation,
+    example: Array,
+    key: Array,
+    config: VAEConfig | None = None,
 ) -> VAEState:
     """Initialises the VAE and its optimizer.
 
@@ -233,6 +245,7 @@ def create_vae_state(
       tx: the optax optimizer (e.g. ``optax.adam(1e-3)``).
       example: a real batch ``[B, ...]`` (only its shape and dtype are used).
       key: the run's root key; split here into init and training streams.
+      config: the step's settings; with ``ema_decay`` set, the state carries an EMA copy.
     """
     init_key, sample_key, train_key = jax.random.split(key, 3)
     x = jnp.zeros((1,) + example.shape[1:], example.dtype)
@@ -252,6 +265,13 @@ def create_vae_state(
         key=train_key,
         model=model,
         tx=tx,
+        # A copy, not an alias: the step donates the state, and two leaves sharing a buffer
+        # cannot both be donated.
+        ema_params=(
+            jax.tree.map(jnp.copy, params)
+            if config is not None and config.ema_decay is not None
+            else None
+        ),
     )
 
 
@@ -283,8 +303,12 @@ def _update(config: VAEConfig, state: VAEState, x: Array) -> tuple[VAEState, Met
     grads = _mean_over_devices(grads, config.axis_name)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if config.ema_decay is not None:
+        ema = optax.incremental_update(params, ema, 1.0 - config.ema_decay)
     metrics = {"loss": loss, **metrics, "param_grad_norm": optax.tree.norm(grads)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+    return state, metrics
 
 
 def vae_train_step(
@@ -327,9 +351,13 @@ def make_vae_train_step(
     return functools.partial(vae_train_step, config)
 
 
-def vae_generate(state: VAEState, z: Array) -> Array:
-    """Samples the model: decoder means ``x'(z)`` for latents ``z`` [N, latent_dim] ~ N(0, I)."""
-    return state.model.apply({"params": state.params}, z, train=False, method=VAE.decode)
+def vae_generate(state: VAEState, z: Array, use_ema: bool = True) -> Array:
+    """Samples the model: decoder means ``x'(z)`` for latents ``z`` [N, latent_dim] ~ N(0, I).
+
+    With ``use_ema`` the moving average of the weights decodes, where the state keeps one.
+    """
+    params = state.ema_params if use_ema and state.ema_params is not None else state.params
+    return state.model.apply({"params": params}, z, train=False, method=VAE.decode)
 
 
 def vae_reconstruct(state: VAEState, x: Array) -> Array:

@@ -257,6 +257,8 @@ def test_config_rejects_bad_settings():
         vae.VAEConfig(likelihood="laplace")
     with pytest.raises(ValueError, match="variance"):
         vae.VAEConfig(variance=-1.0)
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        vae.VAEConfig(ema_decay=1.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -286,6 +288,23 @@ def test_n_batches_in_one_call_equal_n_calls_of_one():
     assert int(grouped.step) == int(single.step) == 2
     chex.assert_trees_all_close(grouped.params, single.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grouped_metrics["loss"], np.mean(losses), rtol=1e-5)
+
+
+def test_the_weight_average_moves_by_one_minus_decay_and_decodes_the_samples():
+    config = vae.VAEConfig(ema_decay=0.9)
+    state = vae.create_vae_state(
+        model=MLP_VAE, tx=ADAM, example=jnp.zeros((BATCH, 2)), key=model_key(0), config=config
+    )
+    chex.assert_trees_all_equal(state.ema_params, state.params)
+    new, _ = jax.jit(vae.make_vae_train_step(config))(state, gaussian_batches(1))
+    expected = jax.tree.map(lambda old, p: 0.9 * old + 0.1 * p, state.params, new.params)
+    chex.assert_trees_all_close(new.ema_params, expected, rtol=1e-6, atol=1e-7)
+    z = jax.random.normal(jax.random.key(3), (4, LATENT_DIM))
+    averaged = new.model.apply({"params": new.ema_params}, z, train=False, method=VAE.decode)
+    chex.assert_trees_all_close(vae.vae_generate(new, z), averaged)
+    assert not np.allclose(vae.vae_generate(new, z, use_ema=False), averaged)
+    # Without an average, samples come from the trained weights.
+    assert mlp_state().ema_params is None
 
 
 def test_replicas_stay_in_sync_with_an_axis_name():
