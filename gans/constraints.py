@@ -42,7 +42,8 @@ def clip_weights(bound: float) -> optax.GradientTransformation:
     Returns:
       An ``optax.GradientTransformation`` that requires ``params`` in ``update``.
     """
-    if not bound > 0:
+    # A traced bound (a swept hyper-parameter, gans.sweep) is checked where it is set.
+    if not isinstance(bound, jax.core.Tracer) and not bound > 0:
         raise ValueError(f"clip bound must be > 0, got {bound}; WGAN uses 0.01.")
 
     def init_fn(params):

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gans import parallel
+
 Array = jax.Array
 
 
@@ -52,13 +54,15 @@ def discriminator_targets(
     label_smoothing: float = 0.0,
     flip_probability: float = 0.0,
     key: Array | None = None,
+    axis_name: str | None = None,
 ) -> Array:
     """Binary targets for the discriminator, with the two label tricks.
 
     One-sided label smoothing [Hacks] replaces the real target 1 by
     ``1 - label_smoothing`` (e.g. 0.1 -> 0.9) and leaves fake targets at 0.
     Noisy labels flip each target (``t -> 1 - t``) with probability
-    ``flip_probability``, drawn per example from ``key``.
+    ``flip_probability``, drawn per example from ``key`` (under ``pmap`` with ``axis_name``,
+    this device's slice of the global batch's draw; see ``gans.parallel``).
 
     Returns:
         Float32 targets of shape ``[batch_size]``.
@@ -72,7 +76,8 @@ def discriminator_targets(
         return targets
     if key is None:
         raise ValueError("noisy labels (flip_probability > 0) need a PRNG key.")
-    flip = jax.random.bernoulli(key, flip_probability, (batch_size,))
+    bernoulli = lambda k, shape: jax.random.bernoulli(k, flip_probability, shape)
+    flip = parallel.draw_like(bernoulli, key, (batch_size,), axis_name)
     targets = jnp.where(flip, 1.0 - targets, targets)
     return targets
 
@@ -103,6 +108,7 @@ def cross_entropy_discriminator_loss(
     label_smoothing: float = 0.0,
     flip_probability: float = 0.0,
     key: Array | None = None,
+    axis_name: str | None = None,
 ) -> Array:
     """Discriminator loss of the minimax and non-saturating GANs.
 
@@ -117,6 +123,7 @@ def cross_entropy_discriminator_loss(
         label_smoothing: one-sided smoothing of the real target (``1 -> 1 - s``).
         flip_probability: chance of flipping each target (noisy labels).
         key: PRNG key, needed only when ``flip_probability > 0``.
+        axis_name: the pmap axis the batch is split over, or None.
 
     Returns:
         Scalar loss.
@@ -128,9 +135,14 @@ def cross_entropy_discriminator_loss(
         label_smoothing=label_smoothing,
         flip_probability=flip_probability,
         key=real_key,
+        axis_name=axis_name,
     )
     fake_targets = discriminator_targets(
-        fake_logits.shape[0], real=False, flip_probability=flip_probability, key=fake_key
+        fake_logits.shape[0],
+        real=False,
+        flip_probability=flip_probability,
+        key=fake_key,
+        axis_name=axis_name,
     )
     return jnp.mean(sigmoid_cross_entropy(real_logits, real_targets)) + jnp.mean(
         sigmoid_cross_entropy(fake_logits, fake_targets)

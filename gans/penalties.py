@@ -8,7 +8,9 @@ those parameters flows through the penalty (double backpropagation). ``value``
 is the weighted scalar penalty, ready to be added to the critic loss;
 ``grad_norms`` ``[B]`` are the per-example input-gradient norms at the points
 where the penalty was evaluated, returned so the trainer can log them without
-a second backward pass.
+a second backward pass. Under ``pmap``, ``axis_name`` makes the random draws (and
+DRAGAN's batch std) those of the global batch, so a run does not depend on the
+device count (see ``gans.parallel``).
 
 Norms are per example, ``||grad_x f(x_i)||_2`` over all of ``x_i``'s
 coordinates, through ``optax.safe_norm`` so the penalty's own gradient is
@@ -24,12 +26,15 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal, Protocol
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from gans import parallel
 
 Array = jax.Array
 CriticFn = Callable[[Array], Array]
@@ -113,6 +118,7 @@ def gradient_penalty(
     target: float = 1.0,
     one_sided: bool = False,
     mode: GradMode = "sum",
+    axis_name: str | None = None,
 ) -> tuple[Array, Array]:
     """WGAN-GP penalty on random interpolates [WGAN-GP, Eq. 3].
 
@@ -129,6 +135,7 @@ def gradient_penalty(
       target: the gradient norm aimed at (1 for a 1-Lipschitz critic).
       one_sided: penalise only norms above ``target``.
       mode: see ``input_gradients``.
+      axis_name: the pmap axis the batch is split over, or None.
 
     Returns:
       ``(penalty, grad_norms)``: scalar and per-example norms ``[B]`` at ``x^``.
@@ -140,7 +147,7 @@ def gradient_penalty(
             f"real and fake batches must have the same shape to interpolate, got {shapes[0]} "
             f"and {shapes[1]}."
         )
-    eps = jax.random.uniform(key, (_batch_size(real),))
+    eps = parallel.draw_like(jax.random.uniform, key, (_batch_size(real),), axis_name)
     interpolates = _mix(real, fake, eps)
     norms = gradient_norms(critic_fn, interpolates, mode=mode)
     value = weight * jnp.mean(_norm_deviation(norms, target, one_sided) ** 2)
@@ -158,6 +165,7 @@ def dragan_penalty(
     symmetric: bool = False,
     target: float = 1.0,
     mode: GradMode = "sum",
+    axis_name: str | None = None,
 ) -> tuple[Array, Array]:
     """DRAGAN penalty: the gradient penalty around perturbed real data [DRAGAN].
 
@@ -176,13 +184,17 @@ def dragan_penalty(
     low = -1.0 if symmetric else 0.0
     leaves, treedef = jax.tree.flatten(real)
     noise_keys = jax.random.split(noise_key, len(leaves))
+    uniform = lambda x: functools.partial(jax.random.uniform, dtype=x.dtype, minval=low, maxval=1.0)
     perturbed = treedef.unflatten(
         [
-            x + scale * jnp.std(x) * jax.random.uniform(k, x.shape, x.dtype, minval=low, maxval=1.0)
+            x
+            + scale
+            * parallel.std(x, axis_name)
+            * parallel.draw_like(uniform(x), k, x.shape, axis_name)
             for x, k in zip(leaves, noise_keys)
         ]
     )
-    alpha = jax.random.uniform(alpha_key, (_batch_size(real),))
+    alpha = parallel.draw_like(jax.random.uniform, alpha_key, (_batch_size(real),), axis_name)
     points = _mix(perturbed, real, alpha)  # x + alpha (x_p - x)
     norms = gradient_norms(critic_fn, points, mode=mode)
     value = weight * jnp.mean((norms - target) ** 2)
@@ -197,15 +209,16 @@ def r1_penalty(
     *,
     weight: float = 10.0,
     mode: GradMode = "sum",
+    axis_name: str | None = None,
 ) -> tuple[Array, Array]:
     """R1 penalty: ``gamma / 2 * E_{P_r}[||grad f(x)||^2]`` on real data [R1, Eq. 9].
 
-    ``weight`` is gamma. ``fake`` and ``key`` are unused.
+    ``weight`` is gamma. ``fake``, ``key`` and ``axis_name`` are unused (nothing is drawn).
 
     Returns:
       ``(penalty, grad_norms)`` with norms at the real points.
     """
-    del fake, key
+    del fake, key, axis_name
     _check_weight(weight)
     norms = gradient_norms(critic_fn, real, mode=mode)
     return 0.5 * weight * jnp.mean(norms**2), norms

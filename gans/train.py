@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from gans import constraints
+from gans import constraints, parallel
 from gans import losses as losses_lib
 from gans import penalties as penalties_lib
 from gans.models import infogan
@@ -39,7 +39,8 @@ class GANState(struct.PyTreeNode):
     exponential moving average of the generator's weights (None when off). ``key``
     is the run's root key: step ``t`` draws its randomness from
     ``fold_in(key, t)``, so no key is ever reused and a resumed run draws the
-    same numbers.
+    same numbers. ``hparams`` holds hyper-parameters that vary across vmapped runs
+    (``gans.sweep``): a ``"penalty_weight"`` there replaces the config's.
     """
 
     step: Array
@@ -51,6 +52,7 @@ class GANState(struct.PyTreeNode):
     critic_opt_state: optax.OptState
     key: Array
     generator_ema_params: PyTree = None
+    hparams: dict[str, Array] = struct.field(default_factory=dict)
     generator: nn.Module = struct.field(pytree_node=False, default=None)
     critic: nn.Module = struct.field(pytree_node=False, default=None)
     generator_tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
@@ -159,8 +161,14 @@ def make_optimizer(
     decay: float = 0.99,
     clip: float | None = None,
     optimistic: bool = False,
+    sweepable: bool = False,
 ) -> optax.GradientTransformation:
     """An optax optimizer by name, optionally followed by WGAN weight clipping.
+
+    With ``sweepable`` the learning rate and the clip bound also live in the optimizer state
+    as ``learning_rate_scale`` (a factor on the updates, 1 here) and ``clip``, so vmapped
+    runs can each hold their own (``gans.sweep``). Adam, RMSProp and SGD updates are linear
+    in the learning rate, so scaling the update by ``r`` is training at ``r`` times the rate.
 
     Args:
       name: ``"adam"`` (WGAN-GP) or ``"rmsprop"`` (WGAN), or ``"sgd"``.
@@ -170,6 +178,7 @@ def make_optimizer(
       clip: if set, weight clipping to ``[-clip, clip]`` after every update.
       optimistic: optimistic updates (Daskalakis et al., 2018), which damp the rotation of
         the two-player game: optax's ``optimistic_adam_v2`` or ``optimistic_gradient_descent``.
+      sweepable: keep the learning-rate factor and clip bound in the state, as above.
     """
     if optimistic and name not in ("adam", "sgd"):
         raise ValueError(f"optimistic updates exist for adam and sgd, not {name!r}.")
@@ -185,8 +194,17 @@ def make_optimizer(
         tx = optax.sgd(learning_rate)
     else:
         raise ValueError(f"unknown optimizer {name!r}; known optimizers: adam, rmsprop, sgd.")
+    if sweepable:
+        # Before clipping: the projection onto the box must see the final update.
+        scale = optax.inject_hyperparams(
+            lambda learning_rate_scale: optax.scale(learning_rate_scale)
+        )
+        tx = optax.chain(tx, scale(learning_rate_scale=1.0))
     if clip is not None:
-        tx = optax.chain(tx, constraints.clip_weights(clip))
+        clip_tx = constraints.clip_weights
+        if sweepable:
+            clip_tx = optax.inject_hyperparams(lambda clip: constraints.clip_weights(clip))
+        tx = optax.chain(tx, clip_tx(clip))
     return tx
 
 
@@ -279,11 +297,9 @@ def _mean_over_devices(tree: PyTree, axis_name: str | None) -> PyTree:
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
-def _step_key(state: GANState, axis_name: str | None) -> Array:
-    key = jax.random.fold_in(state.key, state.step)
-    if axis_name is not None:
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    return key
+def _step_key(state: GANState) -> Array:
+    # Shared by every device: each takes its slice of global draws (gans.parallel.draw).
+    return jax.random.fold_in(state.key, state.step)
 
 
 def _annealed(value: float, anneal_steps: int, step: Array) -> Array | float:
@@ -296,11 +312,15 @@ def _annealed(value: float, anneal_steps: int, step: Array) -> Array | float:
 def _latents(config: StepConfig, key: Array, batch_size: int) -> tuple[Array, tuple | None]:
     """``z`` with any InfoGAN codes appended, and the codes themselves."""
     z_key, code_key = jax.random.split(key)
-    z = jax.random.normal(z_key, (batch_size, config.z_dim), jnp.float32)
+    z = parallel.draw_like(jax.random.normal, z_key, (batch_size, config.z_dim), config.axis_name)
     if config.info is None:
         return z, None
-    codes = infogan.sample_codes(
-        code_key, batch_size, config.info.num_categories, config.info.num_continuous
+    info = config.info
+    codes = parallel.draw(
+        lambda k, n: infogan.sample_codes(k, n, info.num_categories, info.num_continuous),
+        code_key,
+        batch_size,
+        config.axis_name,
     )
     return jnp.concatenate([z, infogan.codes_vector(*codes, config.info.num_categories)], 1), codes
 
@@ -316,12 +336,15 @@ def _information(config: StepConfig, q: dict, codes: tuple) -> dict[str, Array]:
     )
 
 
-def _with_instance_noise(x: PyTree, std: Array | float, key: Array) -> PyTree:
+def _with_instance_noise(
+    x: PyTree, std: Array | float, key: Array, axis_name: str | None
+) -> PyTree:
     leaves, treedef = jax.tree.flatten(x)
     keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten(
-        [leaf + std * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+    noise = lambda leaf, k: parallel.draw_like(
+        functools.partial(jax.random.normal, dtype=leaf.dtype), k, leaf.shape, axis_name
     )
+    return treedef.unflatten([leaf + std * noise(leaf, k) for leaf, k in zip(leaves, keys)])
 
 
 def _concat(a: PyTree, b: PyTree) -> PyTree:
@@ -345,8 +368,8 @@ def _critic_update(
     if config.instance_noise:
         std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
         real_key, fake_key = jax.random.split(noise_key)
-        real = _with_instance_noise(real, std, real_key)
-        fake = _with_instance_noise(fake, std, fake_key)
+        real = _with_instance_noise(real, std, real_key, config.axis_name)
+        fake = _with_instance_noise(fake, std, fake_key, config.axis_name)
     separate_passes = "batch_stats" in state.critic_state
 
     def loss_fn(c_params):
@@ -373,17 +396,24 @@ def _critic_update(
                 ),
                 key=label_key,
             )
+            if config.axis_name is not None:
+                label_options["axis_name"] = config.axis_name
         adversarial = family.discriminator(real_scores, fake_scores, **label_options)
         critic_fn = lambda x: critic(x, labels, state.critic_state)[0][0]
         if config.penalty is not None:
             penalty_fn = penalties_lib.get_penalty(config.penalty)
-            penalty, norms = penalty_fn(
-                critic_fn, real, fake, penalty_key, **dict(config.penalty_options)
-            )
+            options = dict(config.penalty_options)
+            if "penalty_weight" in state.hparams:
+                options["weight"] = state.hparams["penalty_weight"]
+            if config.axis_name is not None:
+                options["axis_name"] = config.axis_name
+            penalty, norms = penalty_fn(critic_fn, real, fake, penalty_key, **options)
         else:
             penalty = jnp.zeros((), jnp.float32)
             # Diagnostic only: the critic's slope on interpolates, as WGAN-GP plots it.
-            _, norms = penalties_lib.gradient_penalty(critic_fn, real, fake, probe_key, weight=0.0)
+            _, norms = penalties_lib.gradient_penalty(
+                critic_fn, real, fake, probe_key, weight=0.0, axis_name=config.axis_name
+            )
             norms = jax.lax.stop_gradient(norms)
         aux = dict(
             c_state=c_state,
@@ -436,13 +466,14 @@ def _generator_update(
     z, codes = _latents(config, z_key, batch_size)
     labels = ()
     if config.num_classes is not None:
-        labels = (jax.random.randint(label_key, (batch_size,), 0, config.num_classes),)
+        randint = lambda k, shape: jax.random.randint(k, shape, 0, config.num_classes)
+        labels = (parallel.draw_like(randint, label_key, (batch_size,), config.axis_name),)
 
     def loss_fn(g_params):
         fake, g_state = _apply(state.generator, g_params, state.generator_state, (z, *labels), True)
         if config.instance_noise:
             std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
-            fake = _with_instance_noise(fake, std, noise_key)
+            fake = _with_instance_noise(fake, std, noise_key, config.axis_name)
         # The critic's own statistics are left alone: this pass trains G only.
         out, _ = _apply(
             state.critic, state.critic_params, state.critic_state, (fake, *labels), True
@@ -498,7 +529,7 @@ def train_step(
     """
     batches = {k: v for k, v in batches.items() if k == "x" or config.num_classes is not None}
     n_critic, batch_size = jax.tree.leaves(batches["x"])[0].shape[:2]
-    key = _step_key(state, config.axis_name)
+    key = _step_key(state)
     critic_key, generator_key = jax.random.split(key)
     critic_keys = jax.random.split(critic_key, n_critic)
 
@@ -537,3 +568,22 @@ def make_train_step(
 ) -> Callable[[GANState, Mapping[str, Array]], tuple[GANState, Metrics]]:
     """Binds ``config``; the caller chooses ``jax.jit`` or ``jax.pmap``."""
     return functools.partial(train_step, config)
+
+
+def make_pmapped_train_step(
+    config: StepConfig, devices: Sequence[Any] | None = None, *, vmapped: bool = False
+) -> Callable[[GANState, Mapping[str, Array]], tuple[GANState, Metrics]]:
+    """The train step data-parallel over ``devices`` (by default every device of every process).
+
+    Takes a replicated state (``gans.parallel.replicate``) and batches split by
+    ``gans.parallel.shard`` (``[devices, n_critic, B / devices, ...]``) and returns the
+    replicated new state (donated) and per-device copies of the global metrics. Models with
+    BatchNorm must be built with ``axis_name=gans.parallel.AXIS`` so their statistics are
+    those of the global batch. With these, training equals the single-device step on the
+    global batch up to float reduction order. ``vmapped`` trains K stacked runs on every
+    device (``gans.sweep``): state ``[devices, K, ...]``, batches ``[devices, K, n_critic, ...]``.
+    """
+    config = dataclasses.replace(config, axis_name=parallel.AXIS)
+    step = make_train_step(config)
+    step = jax.vmap(step) if vmapped else step
+    return jax.pmap(step, axis_name=parallel.AXIS, devices=devices, donate_argnums=0)

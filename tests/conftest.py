@@ -1,0 +1,7 @@
+"""Eight simulated CPU devices for the data-parallel tests; set before JAX is imported."""
+
+import os
+
+_DEVICES = "--xla_force_host_platform_device_count=8"
+if _DEVICES not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES}".strip()
