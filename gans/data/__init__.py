@@ -9,6 +9,8 @@ run resumed at step k asks for item k and sees, bit for bit, the stream it would
 """
 
 import abc
+import collections
+import concurrent.futures
 import functools
 import itertools
 from collections.abc import Callable, Iterator
@@ -69,6 +71,39 @@ class Dataset(abc.ABC):
         return (self.batch(index, batch_size, seed, group) for index in itertools.count(start))
 
 
+def prefetch(
+    dataset: Dataset, batch_size: int, seed: int, group: int = 1, start: int = 0, size: int = 2
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields batch(start), batch(start + 1), ..., reading up to `size` items ahead.
+
+    One background thread calls `dataset.batch` in index order, so a step's real data is
+    decoded while the previous step trains, and the stream is exactly that of `batches`.
+    An error raised reading item k surfaces when item k is taken. Close the generator (or
+    drop its last reference) to stop the thread after the item it is reading.
+    """
+    _check_request(start, batch_size, seed, group)
+    if size < 1:
+        raise ValueError(f"prefetch size must be >= 1, got {size}.")
+    return _prefetched(dataset, batch_size, seed, group, start, size)
+
+
+def _prefetched(
+    dataset: Dataset, batch_size: int, seed: int, group: int, start: int, size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    pending = collections.deque()
+    indices = itertools.count(start)
+    try:
+        while True:
+            while len(pending) < size:
+                pending.append(
+                    executor.submit(dataset.batch, next(indices), batch_size, seed, group)
+                )
+            yield pending.popleft().result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _check_request(index: int, batch_size: int, seed: int, group: int) -> None:
     if not 0 <= index < _INT32_LIMIT:
         raise ValueError(f"batch index must be in [0, 2**31), got {index}.")
@@ -117,11 +152,7 @@ def _sample_item(
 
 
 class DigitsDataset(Dataset):
-    """sklearn's 1,797 digits, in epochs drawn without replacement.
-
-    With spe = N // (group * batch_size) items per epoch (the remainder is dropped), item i
-    is slice i % spe of the permutation `default_rng([seed, i // spe]).permutation(N)`.
-    """
+    """sklearn's 1,797 digits, in epochs drawn without replacement (see `item_indices`)."""
 
     name = "digits"
     num_classes = 10
@@ -134,30 +165,43 @@ class DigitsDataset(Dataset):
         self, index: int, batch_size: int, seed: int, group: int = 1
     ) -> dict[str, np.ndarray]:
         _check_request(index, batch_size, seed, group)
-        num_examples, item_size = len(self.images), group * batch_size
-        if batch_size > num_examples:
-            raise ValueError(
-                f"batch_size {batch_size} exceeds the {num_examples} examples of {self.name!r}."
-            )
-        if item_size > num_examples:
-            # More than an epoch in one item (WGAN's 100 warm-up critic updates): each
-            # batch is its own draw without replacement, from its own generator.
-            taken = np.concatenate(
-                [
-                    np.random.default_rng([seed, index, item_size, j]).choice(
-                        num_examples, batch_size, replace=False
-                    )
-                    for j in range(group)
-                ]
-            )
-        else:
-            epoch, position = divmod(index, num_examples // item_size)
-            order = _epoch_permutation(seed, epoch, num_examples)
-            taken = order[position * item_size : (position + 1) * item_size]
+        taken = item_indices(index, batch_size, seed, group, len(self.images), self.name)
         return {
             "x": self.images[taken].reshape((group, batch_size) + self.element_shape),
             "y": self.labels[taken].reshape(group, batch_size),
         }
+
+
+def item_indices(
+    index: int, batch_size: int, seed: int, group: int, num_examples: int, name: str
+) -> np.ndarray:
+    """Which examples of a finite dataset item `index` holds: the epoch scheme of every set.
+
+    With spe = num_examples // (group * batch_size) items per epoch (the remainder is
+    dropped), item i is slice i % spe of `default_rng([seed, i // spe]).permutation(N)`.
+
+    Returns:
+      Example indices, int [group * batch_size], batch by batch.
+    """
+    item_size = group * batch_size
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size {batch_size} exceeds the {num_examples} examples of {name!r}."
+        )
+    if item_size > num_examples:
+        # More than an epoch in one item (WGAN's 100 warm-up critic updates): each
+        # batch is its own draw without replacement, from its own generator.
+        return np.concatenate(
+            [
+                np.random.default_rng([seed, index, item_size, j]).choice(
+                    num_examples, batch_size, replace=False
+                )
+                for j in range(group)
+            ]
+        )
+    epoch, position = divmod(index, num_examples // item_size)
+    order = _epoch_permutation(seed, epoch, num_examples)
+    return order[position * item_size : (position + 1) * item_size]
 
 
 @functools.lru_cache(maxsize=4)
@@ -177,16 +221,40 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": DigitsDataset,
 }
 
+TFDS_PREFIX = "tfds:"  # "tfds:svhn_cropped" names any TFDS image dataset.
+TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
+
+
+def _load_tfds(name: str, **options) -> Dataset:
+    # Imported on use: TFDS takes half a second to import, which toy runs need not pay.
+    from gans.data import tfds
+
+    return tfds.load(name, **options)
+
+
+DATASETS.update({name: functools.partial(_load_tfds, name) for name in TFDS_DATASETS})
+
 
 def get_dataset(name: str, **options) -> Dataset:
-    """Builds the dataset registered as `name`; options go to its factory (e.g. image_size)."""
-    if name not in DATASETS:
+    """Builds the dataset registered as `name`; options go to its factory (e.g. image_size).
+
+    Besides the registered names, "tfds:NAME" reads any TFDS image dataset (see
+    `gans.data.tfds.load`).
+    """
+    if name.startswith(TFDS_PREFIX):
+        factory = functools.partial(_load_tfds, name)
+    elif name in DATASETS:
+        factory = DATASETS[name]
+    else:
         known = ", ".join(sorted(DATASETS))
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {known}.")
+        raise ValueError(
+            f"unknown dataset {name!r}; known datasets: {known}, or {TFDS_PREFIX}NAME for any "
+            "TFDS image dataset."
+        )
     if not options:
-        return DATASETS[name]()
+        return factory()
     try:
-        return DATASETS[name](**options)
+        return factory(**options)
     except TypeError as error:  # An unexpected or ill-typed option; the defaults always work.
         raise ValueError(f"dataset {name!r} rejected options {options}: {error}.") from error
 
@@ -194,6 +262,8 @@ def get_dataset(name: str, **options) -> Dataset:
 __all__ = [
     "DATASETS",
     "IMAGE_SIZES",
+    "TFDS_DATASETS",
+    "TFDS_PREFIX",
     "Dataset",
     "DigitsDataset",
     "GaussianMixture",
@@ -202,7 +272,9 @@ __all__ = [
     "eight_gaussians",
     "get_dataset",
     "grid",
+    "item_indices",
     "load_digits",
+    "prefetch",
     "ring",
     "twenty_five_gaussians",
 ]
