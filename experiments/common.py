@@ -25,9 +25,26 @@ flags.DEFINE_integer("log_every", 100, "Steps between metrics lines.")
 flags.DEFINE_integer("sample_every", 0, "Steps between sample pictures (0: final only).")
 # Data.
 flags.DEFINE_string(
-    "dataset", "8gaussians", "8gaussians, 25gaussians, swissroll, ring8, grid25 or digits."
+    "dataset",
+    "8gaussians",
+    "8gaussians, 25gaussians, swissroll, ring8, grid25, digits, mnist, fashion_mnist, cifar10, "
+    "celeb_a, or tfds:NAME for any TFDS image dataset (array_record files under --data_dir).",
 )
-flags.DEFINE_integer("image_size", 8, "Digits side length: 8 (native), 16 or 32.")
+flags.DEFINE_integer(
+    "image_size",
+    None,
+    "Image side: digits 8 (default), 16 or 32; TFDS sets any side (default: native, celeb_a 64).",
+)
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "TFDS data directory holding sets built with `tfds build NAME --data_dir=DIR "
+    "--file_format=array_record` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).",
+)
+flags.DEFINE_integer(
+    "crop_size", None, "TFDS sets: side of the central square cropped before resizing."
+)
+flags.DEFINE_string("split", "train", "TFDS split to train on, e.g. train or train[:90%].")
 # Models.
 flags.DEFINE_integer("z_dim", 128, "Latent size; z ~ N(0, I).")
 flags.DEFINE_integer("width", 512, "MLP hidden width (2-D data) or DCGAN base channels (images).")
@@ -98,6 +115,33 @@ flags.DEFINE_enum(
     "Learning-rate schedule: constant, or linear decay to 0 (WGAN-GP).",
 )
 
+# Devices and hosts.
+flags.DEFINE_integer(
+    "num_devices",
+    None,
+    "Local devices to train on with pmap (default: all); --batch_size is the global batch.",
+)
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a multi-process run with jax.distributed.initialize (on a TPU pod slice nothing "
+    "else is needed; elsewhere also give the three flags below).",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
+flags.DEFINE_integer("num_processes", None, "Processes in the run, for --distributed.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 to num_processes - 1.")
+
+# Several runs in one program.
+flags.DEFINE_integer(
+    "num_runs", 1, "Independent runs with seeds seed, seed + 1, ... trained as one vmapped program."
+)
+flags.DEFINE_string(
+    "sweep",
+    None,
+    "Runs that differ in one hyper-parameter, trained as one vmapped program: NAME=V1,V2,... "
+    "with NAME one of penalty_weight, critic_lr, generator_lr, clip.",
+)
+
 flags.mark_flag_as_required("workdir")
 
 TOY_DATASETS = ("8gaussians", "25gaussians", "swissroll", "ring8", "grid25")
@@ -123,6 +167,25 @@ def _schedule(learning_rate: float):
     if FLAGS.lr_schedule == "linear":
         return optax.linear_schedule(learning_rate, 0.0, FLAGS.steps)
     return learning_rate
+
+
+def _dataset():
+    """The dataset the flags name, with its options."""
+    from gans import data
+
+    options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
+    is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)
+    if is_tfds:
+        options.update(data_dir=FLAGS.data_dir, split=FLAGS.split)
+        if FLAGS.crop_size is not None:
+            options["crop_size"] = FLAGS.crop_size
+    else:
+        for name in ("data_dir", "crop_size"):
+            if FLAGS[name].value is not None:
+                raise UserError(f"--{name} applies to TFDS datasets, not {FLAGS.dataset}.")
+        if FLAGS.dataset in TOY_DATASETS and FLAGS.image_size is not None:
+            raise UserError(f"--image_size applies to image datasets, not {FLAGS.dataset}.")
+    return data.get_dataset(FLAGS.dataset, **options)
 
 
 def _check_flags() -> None:
@@ -158,8 +221,11 @@ def _check_flags() -> None:
             raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
 
 
-def _models(dataset, penalty):
-    """The generator and critic the flags name, wrapped for conditioning or InfoGAN."""
+def _models(dataset, penalty, axis_name=None):
+    """The generator and critic the flags name, wrapped for conditioning or InfoGAN.
+
+    ``axis_name`` is the pmap axis BatchNorm averages its statistics over, or None.
+    """
     from gans import models
 
     kind = FLAGS.model
@@ -184,12 +250,15 @@ def _models(dataset, penalty):
             "msg": (models.MSGGenerator, models.MSGCritic),
         }
         generator_class, critic_class = image_models[kind]
-        generator = generator_class(image_size=size, channels=channels, width=FLAGS.width)
+        generator = generator_class(
+            image_size=size, channels=channels, width=FLAGS.width, axis_name=axis_name
+        )
         critic = critic_class(
             width=FLAGS.width,
             normalization=norm,
             spectral_norm=FLAGS.spectral_norm,
             downsampling=FLAGS.downsampling,
+            axis_name=axis_name,
         )
     if FLAGS.conditional:
         if dataset.num_classes is None:
@@ -206,16 +275,59 @@ def _models(dataset, penalty):
     return kind, generator, critic
 
 
+def _num_devices() -> int:
+    """The local devices to train on, checked against the host and the batch size."""
+    from gans import parallel
+
+    if FLAGS.num_devices is not None and FLAGS.num_devices < 1:
+        raise UserError(f"--num_devices must be >= 1, got {FLAGS.num_devices}.")
+    return len(parallel.devices(FLAGS.num_devices, FLAGS.batch_size))
+
+
+def _sweep():
+    """The --sweep flag as a gans.sweep.Sweep, or None."""
+    from gans import sweep
+
+    if FLAGS.sweep is None:
+        return None
+    name, sep, listed = FLAGS.sweep.partition("=")
+    try:
+        values = tuple(float(v) for v in listed.split(","))
+    except ValueError:
+        values = ()
+    if not sep or not values:
+        raise UserError(
+            f"--sweep={FLAGS.sweep} is not NAME=V1,V2,...; e.g. --sweep=penalty_weight=1,10,100."
+        )
+    if FLAGS.num_runs > 1:
+        raise UserError("give either --num_runs or --sweep, not both.")
+    if name == "clip" and not FLAGS.clip:
+        raise UserError("--sweep=clip=... needs weight clipping on: run it with experiments.wgan.")
+    if name == "penalty_weight" and FLAGS.penalty == "none":
+        raise UserError("--sweep=penalty_weight=... needs a --penalty.")
+    base = {"critic_lr": FLAGS.critic_lr, "generator_lr": FLAGS.generator_lr}.get(name)
+    try:
+        return sweep.Sweep(name, values, base)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def build_run():
     """Composes data, models, optimizers and step settings from the flags."""
-    from gans import data, models, runner, train
+    import jax
+
+    from gans import models, parallel, runner, train
 
     _check_flags()
     penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
+    if FLAGS.num_runs < 1:
+        raise UserError(f"--num_runs must be >= 1, got {FLAGS.num_runs}.")
+    sweep = _sweep()
     try:
-        options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
-        dataset = data.get_dataset(FLAGS.dataset, **options)
-        kind, generator, critic = _models(dataset, penalty)
+        num_devices = _num_devices()
+        sharded = num_devices > 1 or jax.process_count() > 1
+        dataset = _dataset()
+        kind, generator, critic = _models(dataset, penalty, parallel.AXIS if sharded else None)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -265,6 +377,7 @@ def build_run():
             b2=FLAGS.beta2,
             clip=clip,
             optimistic=FLAGS.optimistic,
+            sweepable=sweep is not None,
         )
         critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
         generator_tx = optimizer(FLAGS.generator_lr)
@@ -285,20 +398,66 @@ def build_run():
             critic_schedule=(
                 runner.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
             ),
+            num_devices=num_devices,
+            num_runs=FLAGS.num_runs,
+            sweep=sweep,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
+# Flags of the two-player game, which a VAE has no use for: it has no critic and one loss.
+GAN_ONLY_FLAGS = (
+    "loss",
+    "penalty",
+    "n_critic",
+    "penalty_weight",
+    "one_sided",
+    "clip",
+    "label_smoothing",
+    "flip_probability",
+    "flip_anneal_steps",
+    "instance_noise",
+    "noise_anneal_steps",
+    "dragan_symmetric",
+    "warmup_critic_steps",
+    "conditional",
+    "conditioning",
+    "info_categories",
+    "info_continuous",
+    "info_weight",
+    "info_continuous_weight",
+    "spectral_norm",
+    "downsampling",
+    "critic_norm",
+    "critic_lr",
+)
+
+
 def build_vae_run(*, beta: float, variance: float):
     """The VAE baseline on the same data, with the GAN's generator as its decoder."""
-    from gans import data, models, runner, train, vae
+    from gans import models, runner, train, vae
 
+    given = [name for name in GAN_ONLY_FLAGS if FLAGS[name].present]
+    if given:
+        raise UserError(
+            f"--{given[0]} is a GAN flag and the VAE has no critic to apply it to; drop it "
+            "(the VAE takes --generator_lr, --optimizer, --optimistic and --ema_decay)."
+        )
+    if FLAGS.num_devices not in (None, 1) or FLAGS.distributed:
+        raise UserError("the VAE trains on one device; drop --num_devices and --distributed.")
+    if FLAGS.num_runs != 1 or FLAGS.sweep is not None:
+        raise UserError("the VAE trains one run at a time; drop --num_runs and --sweep.")
     _check_flags()
     try:
-        options = {"image_size": FLAGS.image_size} if FLAGS.dataset == "digits" else {}
-        dataset = data.get_dataset(FLAGS.dataset, **options)
-        if len(dataset.element_shape) == 1:
+        dataset = _dataset()
+        kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
+        if FLAGS.model not in ("auto", kind):
+            raise UserError(
+                f"the VAE on {FLAGS.dataset} is built with --model={kind} (or auto), not "
+                f"--model={FLAGS.model}."
+            )
+        if kind == "mlp":
             hidden = (FLAGS.width,) * FLAGS.depth
             encoder = models.VAEEncoder(FLAGS.z_dim, kind="mlp", hidden=hidden)
             decoder = models.MLPGenerator(out_dim=dataset.element_shape[0], hidden=hidden)
@@ -309,13 +468,17 @@ def build_vae_run(*, beta: float, variance: float):
                 image_size=size, channels=channels, width=FLAGS.width, batch_norm=False
             )
         tx = train.make_optimizer(
-            FLAGS.optimizer, _schedule(FLAGS.generator_lr), b1=FLAGS.beta1, b2=FLAGS.beta2
+            FLAGS.optimizer,
+            _schedule(FLAGS.generator_lr),
+            b1=FLAGS.beta1,
+            b2=FLAGS.beta2,
+            optimistic=FLAGS.optimistic,
         )
         return runner.VAERun(
             dataset=dataset,
             model=models.VAE(encoder=encoder, decoder=decoder),
             tx=tx,
-            config=vae.VAEConfig(beta=beta, variance=variance),
+            config=vae.VAEConfig(beta=beta, variance=variance, ema_decay=FLAGS.ema_decay or None),
             latent_dim=FLAGS.z_dim,
             batch_size=FLAGS.batch_size,
             steps=FLAGS.steps,
@@ -357,7 +520,34 @@ def _print_progress(progress) -> None:
         parts.append(f"W {m['wasserstein_estimate']:.4f}")
     if m.get("penalty"):
         parts.append(f"penalty {m['penalty']:.4f}")
+    if len(progress.runs) > 1:
+        parts.append(f"(run 0 of {len(progress.runs)}; each run logs into its run_K directory)")
     print("  ".join(parts), flush=True)
+
+
+def _initialize_distributed() -> None:
+    """Connects the processes of a multi-host run before JAX touches a device."""
+    explicit = ("coordinator_address", "num_processes", "process_id")
+    given = [name for name in explicit if FLAGS[name].value is not None]
+    if not FLAGS.distributed:
+        if given:
+            raise UserError(f"--{given[0]} needs --distributed.")
+        return
+    if given and len(given) < len(explicit):
+        raise UserError(
+            "--distributed outside a TPU pod needs all of --coordinator_address, "
+            "--num_processes and --process_id."
+        )
+    import jax
+
+    # CPU processes exchange gradients through gloo (the default CPU backend has no
+    # cross-process collectives); accelerators use their own.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
 
 
 def fail(message: str) -> None:
@@ -371,6 +561,7 @@ def main(build=build_run) -> None:
     from gans import runner
 
     try:
+        _initialize_distributed()
         run = build()
         workdir = runner.check_workdir(FLAGS.workdir)
     except ValueError as e:
@@ -391,22 +582,27 @@ def main(build=build_run) -> None:
     except runner.NonFiniteError as e:
         fail(str(e))
     print(
-        f"done in {_format_duration(summary['wall_seconds'])}; samples: {workdir / 'samples.png'}",
+        f"done in {_format_duration(summary['wall_seconds'])}; samples: {workdir / 'samples.png'}"
+        if "runs" not in summary
+        else f"done in {_format_duration(summary['wall_seconds'])}; runs: {workdir}/run_*",
         flush=True,
     )
-    if "code_purity" in summary:
-        print(
-            f"categorical code vs nearest real digit: purity {summary['code_purity']:.3f} "
-            f"(chance about 0.1), {summary['code_distinct_classes']} distinct digits",
-            flush=True,
-        )
-    if "modes" in summary:
-        print(
-            f"modes captured: {summary['modes']}/{run.dataset.mixture.num_modes}  "
-            f"high-quality samples: {100 * summary['high_quality']:.1f}%  "
-            f"reverse KL: {summary['reverse_kl']:.3f}",
-            flush=True,
-        )
+    for k, result in enumerate(summary.get("runs", [summary])):
+        prefix = f"run {k}: " if "runs" in summary else ""
+        if "code_purity" in result:
+            print(
+                f"{prefix}categorical code vs nearest real digit: purity "
+                f"{result['code_purity']:.3f} (chance about 0.1), "
+                f"{result['code_distinct_classes']} distinct digits",
+                flush=True,
+            )
+        if "modes" in result:
+            print(
+                f"{prefix}modes captured: {result['modes']}/{run.dataset.mixture.num_modes}  "
+                f"high-quality samples: {100 * result['high_quality']:.1f}%  "
+                f"reverse KL: {result['reverse_kl']:.3f}",
+                flush=True,
+            )
 
 
 def run(build=build_run) -> None:

@@ -9,10 +9,15 @@ into the run's working directory:
     samples/         pictures at every sampling step (2-D: samples over the
                      critic's contour; images: a grid at fixed latents)
     params.msgpack   final parameters and model state of both players
+
+Several runs trained together (seeds or a sweep, one vmapped program) write those files,
+``config.json`` aside, into ``run_0/``, ``run_1/``, ... and list each run's seed and setting in
+``runs.json``. A data-parallel run writes from process 0 only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -30,14 +35,16 @@ import numpy as np
 import optax
 from flax import serialization
 
+from gans import parallel, visualize
+from gans import sweep as sweep_lib
 from gans import train as train_lib
-from gans import visualize
 from gans.data import Dataset
 from gans.metrics import mixture
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
+RUNS_FILE = "runs.json"
 
 
 class NonFiniteError(FloatingPointError):
@@ -62,6 +69,14 @@ class Run:
       num_samples: samples drawn for pictures and mode counts.
       critic_schedule: if set, ``step -> critic updates`` for that generator step (1-based),
         overriding ``n_critic``; see ``wgan_critic_schedule``.
+      num_devices: local devices to train on with ``pmap`` (1: ``jit`` on one device);
+        ``batch_size`` is the global batch, split over every device of every process. Models
+        with BatchNorm must then be built with ``axis_name=gans.parallel.AXIS``.
+      num_runs: independent runs with seeds ``seed, seed + 1, ...``, trained as one vmapped
+        program (``gans.sweep``); each writes into its own ``run_K`` directory.
+      sweep: runs (all with ``seed``) that differ in one hyper-parameter, trained likewise.
+        The optimizers must be built with ``make_optimizer(..., sweepable=True)`` to sweep a
+        learning rate or the clip bound.
     """
 
     dataset: Dataset
@@ -78,17 +93,28 @@ class Run:
     sample_every: int = 0
     num_samples: int = 2500
     critic_schedule: Callable[[int], int] | None = None
+    num_devices: int = 1
+    num_runs: int = 1
+    sweep: sweep_lib.Sweep | None = None
+
+    def seeds(self) -> list[int]:
+        """The seed of every run trained together."""
+        if self.sweep is not None:
+            return [self.seed] * len(self.sweep.values)
+        return [self.seed + k for k in range(self.num_runs)]
 
     def critic_updates(self, step: int) -> int:
         """Critic updates before generator step ``step`` (1-based)."""
         return self.critic_schedule(step) if self.critic_schedule else self.n_critic
 
     def __post_init__(self):
-        for name in ("n_critic", "batch_size", "steps", "log_every"):
+        for name in ("n_critic", "batch_size", "steps", "log_every", "num_devices", "num_runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
+        if self.sweep is not None and self.num_runs > 1:
+            raise ValueError("give either several seeds (num_runs) or a sweep, not both.")
 
 
 def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callable[[int], int]:
@@ -110,6 +136,7 @@ class Progress:
     steps_per_second: float
     eta_seconds: float
     metrics: dict[str, float]
+    runs: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
@@ -117,19 +144,19 @@ def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(workdir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--workdir {str(path)!r} is a file; give a directory path.")
-    if (path / METRICS_FILE).exists() or (path / PARAMS_FILE).exists():
+    if any((path / name).exists() for name in (METRICS_FILE, PARAMS_FILE, RUNS_FILE)):
         raise ValueError(
             f"--workdir {str(path)!r} already holds a run; choose a new directory or delete it."
         )
     return path
 
 
-def _check_finite(step: int, metrics: dict[str, float]) -> None:
+def _check_finite(step: int, metrics: dict[str, float], where: str = "") -> None:
     bad = [name for name, value in metrics.items() if not math.isfinite(value)]
     if bad:
         raise NonFiniteError(
-            f"training diverged: {', '.join(bad)} became non-finite at step {step}; lower the "
-            "learning rates or raise the penalty weight."
+            f"training diverged: {', '.join(bad)} became non-finite at step {step}{where}; "
+            "lower the learning rates or raise the penalty weight."
         )
 
 
@@ -203,30 +230,38 @@ def _summary(dataset: Dataset, fake: np.ndarray) -> dict[str, Any]:
 
 
 def _write_config(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
-    (workdir / "samples").mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / CONFIG_FILE, "w") as f:
         json.dump(config or {}, f, indent=2, sort_keys=True, default=str)
 
 
 def _train_loop(
     *,
-    workdir: pathlib.Path,
+    workdirs: list[pathlib.Path],
     state: Any,
     step_fn: Callable[[Any, dict], tuple[Any, dict]],
     next_batch: Callable[[int], dict],
     steps: int,
     log_every: int,
     sample_every: int,
-    save_samples: Callable[[Any, pathlib.Path, int], np.ndarray],
+    save_samples: list[Callable[[Any, pathlib.Path, int], np.ndarray]],
+    run_states: Callable[[Any], list[Any]],
     on_progress: Callable[[Progress], None] | None,
-) -> tuple[Any, dict[str, Any], np.ndarray]:
+) -> tuple[Any, list[dict[str, Any]], list[np.ndarray]]:
     """The loop every model shares: step, log, check for NaN, draw pictures.
 
-    Returns the final state, the last metrics line and the final samples.
+    Trains K runs at once when the step is vmapped: run ``k`` logs into ``workdirs[k]`` and
+    ``run_states(state)[k]`` is its state; step metrics are then ``[K]`` arrays.
+
+    Returns the final state, each run's last metrics line and final samples.
     """
-    last: dict[str, Any] = {}
+    num_runs = len(workdirs)
+    last: list[dict[str, Any]] = [{} for _ in workdirs]
     timed_from, timed_steps = time.perf_counter(), 0
-    with open(workdir / METRICS_FILE, "a") as log:
+    # On several hosts every process trains; only the first writes.
+    writer = jax.process_index() == 0
+    with contextlib.ExitStack() as files:
+        logs = [files.enter_context(open(w / METRICS_FILE, "a")) for w in workdirs if writer]
         for step in range(1, steps + 1):
             state, metrics = step_fn(state, next_batch(step))
             if step == 1:
@@ -236,75 +271,75 @@ def _train_loop(
             else:
                 timed_steps += 1
             if step % log_every == 0 or step == steps:
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                _check_finite(step, values)
+                host = {
+                    k: np.asarray(v).reshape(num_runs) for k, v in jax.device_get(metrics).items()
+                }
+                values = [{k: float(v[run]) for k, v in host.items()} for run in range(num_runs)]
+                for run, run_values in enumerate(values):
+                    where = f" in run {run}" if num_runs > 1 else ""
+                    _check_finite(step, run_values, where)
                 rate = math.nan
                 if timed_steps:
                     rate = timed_steps / (time.perf_counter() - timed_from)
-                last = {"step": step, **values}
-                log.write(json.dumps(last) + "\n")
-                log.flush()
+                last = [{"step": step, **run_values} for run_values in values]
+                for log, line in zip(logs, last):
+                    log.write(json.dumps(line) + "\n")
+                    log.flush()
                 if on_progress is not None:
-                    on_progress(Progress(step, steps, rate, (steps - step) / rate, values))
-            if sample_every and step % sample_every == 0 and step != steps:
-                save_samples(state, workdir / "samples" / f"step_{step:07d}.png", step)
-    final_picture = workdir / "samples" / f"step_{steps:07d}.png"
-    samples = save_samples(state, final_picture, steps)
-    shutil.copyfile(final_picture, workdir / "samples.png")
+                    eta = (steps - step) / rate
+                    on_progress(Progress(step, steps, rate, eta, values[0], values))
+            if writer and sample_every and step % sample_every == 0 and step != steps:
+                for save, run_state, w in zip(save_samples, run_states(state), workdirs):
+                    save(run_state, w / "samples" / f"step_{step:07d}.png", step)
+    if not writer:
+        return state, last, []
+    samples = []
+    for save, run_state, w in zip(save_samples, run_states(state), workdirs):
+        final_picture = w / "samples" / f"step_{steps:07d}.png"
+        samples.append(save(run_state, final_picture, steps))
+        shutil.copyfile(final_picture, w / "samples.png")
     return state, last, samples
 
 
-def train_and_evaluate(
-    run: Run,
-    workdir: str | os.PathLike,
-    *,
-    config: dict[str, Any] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> dict[str, Any]:
-    """Trains ``run`` and writes everything into ``workdir``.
+def _compile_step(run: Run, num_runs: int, sharded: bool):
+    """The train step for ``num_runs`` runs, jitted on one device or pmapped over many."""
+    if not sharded:
+        fn = train_lib.make_train_step(run.step)
+        return jax.jit(fn if num_runs == 1 else jax.vmap(fn), donate_argnums=0)
+    devices = parallel.devices(run.num_devices, run.batch_size)
+    # Several processes: one pmap over every device of the run, each process feeding its own.
+    pstep = train_lib.make_pmapped_train_step(
+        run.step, devices if jax.process_count() == 1 else None, vmapped=num_runs > 1
+    )
 
-    Args:
-      run: the composed experiment.
-      workdir: output directory; must not hold a previous run.
-      config: settings to record in ``config.json`` (e.g. the flag values).
-      on_progress: called at every logging step (the experiment prints it).
+    def step_fn(state, batches):
+        state, metrics = pstep(state, batches)
+        return state, parallel.unreplicate(metrics)  # Every device holds the global means.
 
-    Returns:
-      The last logged metrics, plus mode coverage for Gaussian mixtures.
+    return step_fn
 
-    Raises:
-      NonFiniteError: a logged metric became NaN or infinite; the parameters
-        are not saved, the metrics log keeps every line written before.
+
+def _process_item(run: Run, step: int, seed: int) -> dict:
+    """This process's contiguous part of the global item for generator step ``step``.
+
+    With several processes, process ``p`` takes examples ``[p * B / P, (p + 1) * B / P)`` of
+    every batch, so that, split over its devices in turn, the device with global index ``i``
+    gets examples ``[i * b, (i + 1) * b)``, as ``gans.parallel.draw`` assumes. Datasets that
+    read per process (TFDS) return that part themselves; the others are sliced here.
     """
-    workdir = check_workdir(workdir)
-    start = time.perf_counter()
-    init_key, sample_key = jax.random.split(jax.random.key(run.seed))
-    first = run.dataset.batch(0, run.batch_size, run.seed)
-    state = train_lib.create_state(
-        generator=run.generator,
-        critic=run.critic,
-        generator_tx=run.generator_tx,
-        critic_tx=run.critic_tx,
-        config=run.step,
-        example=jnp.asarray(first["x"][0]),
-        key=init_key,
-    )
-    sampler = _Sampler(run, sample_key)
-    _write_config(workdir, config)
-    state, last, fake = _train_loop(
-        workdir=workdir,
-        state=state,
-        step_fn=jax.jit(train_lib.make_train_step(run.step), donate_argnums=0),
-        next_batch=lambda step: run.dataset.batch(
-            step - 1, run.batch_size, run.seed, group=run.critic_updates(step)
-        ),
-        steps=run.steps,
-        log_every=run.log_every,
-        sample_every=run.sample_every,
-        save_samples=sampler.save,
-        on_progress=on_progress,
-    )
-    with open(workdir / PARAMS_FILE, "wb") as f:
+    group = run.critic_updates(step)
+    process, processes = jax.process_index(), jax.process_count()
+    if processes > 1 and getattr(run.dataset, "process_count", 1) == processes:
+        return run.dataset.batch(step - 1, run.batch_size // processes, seed, group=group)
+    item = run.dataset.batch(step - 1, run.batch_size, seed, group=group)
+    if processes > 1:
+        part = run.batch_size // processes
+        item = jax.tree.map(lambda a: a[:, process * part : (process + 1) * part], item)
+    return item
+
+
+def _save_params(path: pathlib.Path, state: train_lib.GANState) -> None:
+    with open(path, "wb") as f:
         f.write(
             serialization.to_bytes(
                 {
@@ -317,11 +352,125 @@ def train_and_evaluate(
                 }
             )
         )
-    last.update(_summary(run.dataset, fake))
-    if run.step.info is not None and hasattr(run.dataset, "labels"):
-        last.update(_code_purity(run, state, sample_key))
-    last["wall_seconds"] = time.perf_counter() - start
-    return last
+
+
+def train_and_evaluate(
+    run: Run,
+    workdir: str | os.PathLike,
+    *,
+    config: dict[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    """Trains ``run`` and writes everything into ``workdir``.
+
+    Several runs (``num_runs`` or ``sweep``) train as one vmapped program; run ``k`` writes
+    into ``workdir/run_k`` and ``workdir/runs.json`` lists each run's seed and setting.
+
+    Args:
+      run: the composed experiment.
+      workdir: output directory; must not hold a previous run.
+      config: settings to record in ``config.json`` (e.g. the flag values).
+      on_progress: called at every logging step (the experiment prints it).
+
+    Returns:
+      The last logged metrics, plus mode coverage for Gaussian mixtures; with several runs,
+      ``{"runs": [one such dict per run]}``.
+
+    Raises:
+      NonFiniteError: a logged metric became NaN or infinite; the parameters
+        are not saved, the metrics log keeps every line written before.
+    """
+    workdir = check_workdir(workdir)
+    start = time.perf_counter()
+    seeds = run.seeds()
+    num_runs = len(seeds)
+    sharded = run.num_devices > 1 or jax.process_count() > 1
+    first = run.dataset.batch(0, run.batch_size, run.seed)
+    states, samplers = [], []
+    for seed in seeds:
+        init_key, sample_key = jax.random.split(jax.random.key(seed))
+        states.append(
+            train_lib.create_state(
+                generator=run.generator,
+                critic=run.critic,
+                generator_tx=run.generator_tx,
+                critic_tx=run.critic_tx,
+                config=run.step,
+                example=jnp.asarray(first["x"][0]),
+                key=init_key,
+            )
+        )
+        # Each run draws its pictures from its own fixed latents, as it would alone.
+        samplers.append(_Sampler(run, sample_key))
+    step_fn = _compile_step(run, num_runs, sharded)
+    num_devices = len(parallel.devices(run.num_devices)) if sharded else 1
+
+    def next_batch(step):
+        items = [_process_item(run, step, seed) for seed in seeds]
+        if sharded:
+            items = [parallel.shard(item, num_devices) for item in items]
+        if num_runs == 1:
+            return items[0]
+        # The run axis comes after the device axis: [devices, runs, ...] under pmap.
+        return jax.tree.map(lambda *a: np.stack(a, axis=1 if sharded else 0), *items)
+
+    if num_runs == 1:
+        state, workdirs = states[0], [workdir]
+        run_states = lambda state: [parallel.unreplicate(state) if sharded else state]
+    else:
+        state = sweep_lib.stack(states)
+        if run.sweep is not None:
+            sweep = run.sweep
+            state = sweep_lib.set_hyperparameter(state, sweep.name, sweep.values, sweep.base)
+        workdirs = [workdir / f"run_{k}" for k in range(num_runs)]
+
+        def run_states(state):
+            state = parallel.unreplicate(state) if sharded else state
+            return [sweep_lib.unstack(state, k) for k in range(num_runs)]
+
+    if sharded:
+        state = parallel.replicate(state, parallel.devices(run.num_devices))
+    if jax.process_index() == 0:
+        _write_config(workdir, config)
+        if num_runs > 1:
+            _write_runs(workdir, run, seeds)
+        for w in workdirs:
+            (w / "samples").mkdir(parents=True, exist_ok=True)
+    state, lasts, fakes = _train_loop(
+        workdirs=workdirs,
+        state=state,
+        step_fn=step_fn,
+        next_batch=next_batch,
+        steps=run.steps,
+        log_every=run.log_every,
+        sample_every=run.sample_every,
+        save_samples=[sampler.save for sampler in samplers],
+        run_states=run_states,
+        on_progress=on_progress,
+    )
+    if jax.process_index() != 0:
+        return {**lasts[0], "wall_seconds": time.perf_counter() - start}
+    summaries = []
+    for w, run_state, last, fake, seed in zip(workdirs, run_states(state), lasts, fakes, seeds):
+        _save_params(w / PARAMS_FILE, run_state)
+        last.update(_summary(run.dataset, fake))
+        if run.step.info is not None and hasattr(run.dataset, "labels"):
+            sample_key = jax.random.split(jax.random.key(seed))[1]
+            last.update(_code_purity(run, run_state, sample_key))
+        summaries.append(last)
+    wall = time.perf_counter() - start
+    if num_runs == 1:
+        return {**summaries[0], "wall_seconds": wall}
+    return {"runs": summaries, "wall_seconds": wall}
+
+
+def _write_runs(workdir: pathlib.Path, run: Run, seeds: list[int]) -> None:
+    runs = [{"run": k, "directory": f"run_{k}", "seed": seed} for k, seed in enumerate(seeds)]
+    if run.sweep is not None:
+        for entry, value in zip(runs, run.sweep.values):
+            entry[run.sweep.name] = value
+    with open(workdir / RUNS_FILE, "w") as f:
+        json.dump(runs, f, indent=2)
 
 
 def _code_purity(
@@ -387,7 +536,11 @@ def train_vae(
     init_key, sample_key = jax.random.split(jax.random.key(run.seed))
     first = run.dataset.batch(0, run.batch_size, run.seed)
     state = vae_lib.create_vae_state(
-        model=run.model, tx=run.tx, example=jnp.asarray(first["x"][0]), key=init_key
+        model=run.model,
+        tx=run.tx,
+        example=jnp.asarray(first["x"][0]),
+        key=init_key,
+        config=run.config,
     )
     is_toy = len(run.dataset.element_shape) == 1
     n = run.num_samples if is_toy else 64
@@ -411,19 +564,25 @@ def train_vae(
         return samples
 
     _write_config(workdir, config)
-    state, last, samples = _train_loop(
-        workdir=workdir,
+    (workdir / "samples").mkdir(exist_ok=True)
+    state, (last,), (samples,) = _train_loop(
+        workdirs=[workdir],
         state=state,
         step_fn=jax.jit(vae_lib.make_vae_train_step(run.config), donate_argnums=0),
         next_batch=lambda step: run.dataset.batch(step - 1, run.batch_size, run.seed),
         steps=run.steps,
         log_every=run.log_every,
         sample_every=run.sample_every,
-        save_samples=save_samples,
+        save_samples=[save_samples],
+        run_states=lambda state: [state],
         on_progress=on_progress,
     )
     with open(workdir / PARAMS_FILE, "wb") as f:
-        f.write(serialization.to_bytes({"params": state.params, "step": state.step}))
+        f.write(
+            serialization.to_bytes(
+                {"params": state.params, "ema_params": state.ema_params, "step": state.step}
+            )
+        )
     last.update(_summary(run.dataset, samples))
     last["wall_seconds"] = time.perf_counter() - start
     return last
