@@ -8,11 +8,13 @@ optimizers, logging) is composed here from the shared flags.
 from __future__ import annotations
 
 import functools
+import json
 import math
+import pathlib
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -23,6 +25,23 @@ flags.DEFINE_integer("steps", 2000, "Generator updates (each after n_critic crit
 flags.DEFINE_integer("batch_size", 64, "Examples per critic and generator update.")
 flags.DEFINE_integer("log_every", 100, "Steps between metrics lines.")
 flags.DEFINE_integer("sample_every", 0, "Steps between sample pictures (0: final only).")
+flags.DEFINE_integer(
+    "eval_every",
+    0,
+    "Score samples (digits-FID, or modes and W1 on 2-D mixtures) every this many steps, on "
+    "logging steps, and at the end; 0: never (see experiments.evaluate).",
+)
+flags.DEFINE_integer(
+    "diagnose_every",
+    0,
+    "Log critic input- and activation-gradient norms, the generator's gradient norm and "
+    "critic weight histograms every this many steps, on logging steps; 0: never.",
+)
+flags.DEFINE_integer(
+    "checkpoint_every",
+    1000,
+    "Steps between checkpoints (0: the last only); re-running on a workdir resumes from its latest.",
+)
 # Data.
 flags.DEFINE_string(
     "dataset",
@@ -214,8 +233,9 @@ def _check_flags() -> None:
         )
     if FLAGS.clip < 0:
         raise UserError(f"--clip must be >= 0, got {FLAGS.clip}; WGAN uses 0.01.")
-    if FLAGS.sample_every < 0:
-        raise UserError(f"--sample_every must be >= 0, got {FLAGS.sample_every}.")
+    for name in ("sample_every", "checkpoint_every", "eval_every", "diagnose_every"):
+        if FLAGS[name].value < 0:
+            raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
     for name in ("beta1", "beta2"):
         if not 0 <= FLAGS[name].value < 1:
             raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
@@ -401,6 +421,10 @@ def build_run():
             num_devices=num_devices,
             num_runs=FLAGS.num_runs,
             sweep=sweep,
+            checkpoint_every=FLAGS.checkpoint_every,
+            eval_every=FLAGS.eval_every,
+            diagnose_every=FLAGS.diagnose_every,
+            clip=FLAGS.clip or None,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -408,6 +432,8 @@ def build_run():
 
 # Flags of the two-player game, which a VAE has no use for: it has no critic and one loss.
 GAN_ONLY_FLAGS = (
+    "eval_every",
+    "diagnose_every",
     "loss",
     "penalty",
     "n_critic",
@@ -485,6 +511,7 @@ def build_vae_run(*, beta: float, variance: float):
             seed=FLAGS.seed,
             log_every=FLAGS.log_every,
             sample_every=FLAGS.sample_every,
+            checkpoint_every=FLAGS.checkpoint_every,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -567,19 +594,24 @@ def main(build=build_run) -> None:
     except ValueError as e:
         fail(str(e))
     config = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    config["experiment"] = _experiment_name()
     if isinstance(run, runner.VAERun):
         what, train = "the VAE", runner.train_vae
     else:
         penalty = run.step.penalty
         what = run.step.loss + (f" + {penalty}" if penalty else "")
         train = runner.train_and_evaluate
+    from gans import checkpoints
+
+    resumed = checkpoints.latest_step(workdir)
     print(
-        f"training {what} on {FLAGS.dataset} for {FLAGS.steps} steps into {workdir}",
+        f"training {what} on {FLAGS.dataset} for {FLAGS.steps} steps into {workdir}"
+        + (f", resuming from the checkpoint of step {resumed}" if resumed else ""),
         flush=True,
     )
     try:
         summary = train(run, workdir, config=config, on_progress=_print_progress)
-    except runner.NonFiniteError as e:
+    except (runner.NonFiniteError, runner.ResumeError) as e:
         fail(str(e))
     print(
         f"done in {_format_duration(summary['wall_seconds'])}; samples: {workdir / 'samples.png'}"
@@ -605,10 +637,67 @@ def main(build=build_run) -> None:
             )
 
 
+def _experiment_name() -> str:
+    """The experiment module being run, e.g. ``experiments.wgan_gp``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name if spec is not None else pathlib.Path(sys.argv[0]).stem
+
+
+def restore_from_workdir():
+    """The run recorded in ``--workdir`` (its config.json) and every run's latest state.
+
+    Returns:
+      ``(run, states, step)``: the rebuilt ``Run`` (on one device), one state per run, and the
+      step of the checkpoint they come from.
+    """
+    from gans import runner
+
+    workdir = pathlib.Path(FLAGS.workdir)
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise UserError(
+            f"--workdir {str(workdir)!r} holds no run (no config.json); give the --workdir of "
+            "a training run."
+        )
+    with open(config_path) as f:
+        saved = json.load(f)
+    if saved.get("experiment") == "experiments.vae":
+        raise UserError("sampling and evaluating the VAE from its workdir is not supported yet.")
+    for name, value in saved.items():
+        if name in FLAGS and name != "workdir":
+            FLAGS[name].value = value
+    # Restored on this host's first device, whatever trained it.
+    FLAGS.num_devices, FLAGS.distributed = 1, False
+    FLAGS.coordinator_address = FLAGS.num_processes = FLAGS.process_id = None
+    run = build_run()
+    try:
+        states, step = runner.restore(run, workdir)
+    except runner.ResumeError as e:
+        raise UserError(str(e)) from None
+    return run, states, step
+
+
+def run_command(command) -> None:
+    """The entry point of a command on a finished run (sample, evaluate): flags, then ``command``."""
+
+    def _main(argv):
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        if len(argv) > 1:
+            fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+        command()
+
+    app.run(_main)
+
+
 def run(build=build_run) -> None:
     """The entry point of an experiment module: parses flags, then ``main``."""
 
     def _main(argv):
+        # Libraries (Orbax, TFDS) log every checkpoint and file at INFO; the run prints its own
+        # progress. --verbosity=0 brings them back.
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
         main(build)

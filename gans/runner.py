@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,12 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tensorboardX
 from flax import serialization
 
-from gans import parallel, visualize
+from gans import checkpoints, parallel, visualize
 from gans import sweep as sweep_lib
 from gans import train as train_lib
 from gans.data import Dataset
+from gans.models import infogan
 from gans.metrics import mixture
 
 METRICS_FILE = "metrics.jsonl"
@@ -49,6 +52,10 @@ RUNS_FILE = "runs.json"
 
 class NonFiniteError(FloatingPointError):
     """A loss, penalty, gradient or parameter norm became NaN or infinite."""
+
+
+class ResumeError(ValueError):
+    """A workdir's run cannot be resumed with these settings."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +84,14 @@ class Run:
       sweep: runs (all with ``seed``) that differ in one hyper-parameter, trained likewise.
         The optimizers must be built with ``make_optimizer(..., sweepable=True)`` to sweep a
         learning rate or the clip bound.
+      checkpoint_every: steps between checkpoints (0: only the last step's); re-running on
+        the same workdir resumes from the latest one.
+      eval_every: score samples (``gans.evaluation``) at the logging steps that are multiples
+        of this, and at the last; logged as ``eval/...``. 0: never.
+      diagnose_every: log ``gans.diagnostics`` (input- and activation-gradient norms, the
+        generator's gradient norm, weight histograms into ``diagnostics/step_N.npz``) at the
+        logging steps that are multiples of this; one run on one device only. 0: never.
+      clip: the critic's weight-clipping bound, for the diagnostics' weight histograms.
     """
 
     dataset: Dataset
@@ -96,6 +111,10 @@ class Run:
     num_devices: int = 1
     num_runs: int = 1
     sweep: sweep_lib.Sweep | None = None
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    diagnose_every: int = 0
+    clip: float | None = None
 
     def seeds(self) -> list[int]:
         """The seed of every run trained together."""
@@ -115,6 +134,14 @@ class Run:
             raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
         if self.sweep is not None and self.num_runs > 1:
             raise ValueError("give either several seeds (num_runs) or a sweep, not both.")
+        for name in ("checkpoint_every", "eval_every", "diagnose_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.diagnose_every and (self.num_devices > 1 or len(self.seeds()) > 1):
+            raise ValueError(
+                "diagnostics run on one device and one run; drop --diagnose_every or train "
+                "with --num_devices=1 and without --num_runs / --sweep."
+            )
 
 
 def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callable[[int], int]:
@@ -139,16 +166,106 @@ class Progress:
     runs: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
+# Settings that may change when a run resumes: they do not change what is trained. (Not
+# --steps: learning-rate schedules are laid out over it.)
+RESUMABLE_CHANGES = frozenset(
+    {
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+        "eval_every",
+        "diagnose_every",
+        "num_devices",
+        "distributed",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
+        "data_dir",
+    }
+)
+
+
 def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
-    """Refuses a workdir that is a file or already holds a run, before anything is written."""
+    """Refuses a workdir that is a file or holds something this run cannot resume.
+
+    A workdir holding a run of this framework (``config.json``) is resumed from its latest
+    checkpoint; one holding final parameters but no checkpoint (a finished run from before
+    checkpoints), or run files without a ``config.json``, is refused untouched.
+    """
     path = pathlib.Path(workdir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--workdir {str(path)!r} is a file; give a directory path.")
-    if any((path / name).exists() for name in (METRICS_FILE, PARAMS_FILE, RUNS_FILE)):
+    has_run_files = any((path / name).exists() for name in (METRICS_FILE, PARAMS_FILE, RUNS_FILE))
+    if has_run_files and not (path / CONFIG_FILE).exists():
         raise ValueError(
-            f"--workdir {str(path)!r} already holds a run; choose a new directory or delete it."
+            f"--workdir {str(path)!r} already holds a run without its {CONFIG_FILE}, which "
+            "cannot be resumed; choose a new directory."
+        )
+    finished = (path / PARAMS_FILE).exists() or any(path.glob(f"run_*/{PARAMS_FILE}"))
+    if finished and not (path / checkpoints.DIRECTORY).is_dir():
+        raise ValueError(
+            f"--workdir {str(path)!r} already holds a finished run without checkpoints, which "
+            "cannot be resumed; choose a new directory."
         )
     return path
+
+
+def _check_same_settings(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
+    """Refuses to resume a run with settings that would change what it trains."""
+    if config is None or not (workdir / CONFIG_FILE).exists():
+        return
+    with open(workdir / CONFIG_FILE) as f:
+        saved = json.load(f)
+    given = json.loads(json.dumps(config, default=str))
+    changed = sorted(
+        name
+        for name in set(saved) | set(given)
+        if name not in RESUMABLE_CHANGES and saved.get(name) != given.get(name)
+    )
+    if changed:
+        shown = ", ".join(
+            f"--{name} was {saved.get(name)!r}, now {given.get(name)!r}" for name in changed[:3]
+        )
+        raise ValueError(
+            f"--workdir {str(workdir)!r} holds a run with other settings ({shown}); resume it "
+            "with its own settings or choose a new directory."
+        )
+
+
+def _truncate_log(path: pathlib.Path, step: int) -> None:
+    """Drops metrics lines after ``step`` (written after the checkpoint being resumed)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            break  # A line cut short by a kill: it and anything after it are redone.
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
+def _resume(
+    workdir: pathlib.Path,
+    workdirs: list[pathlib.Path],
+    config: dict[str, Any] | None,
+    template: Any,
+) -> tuple[checkpoints.Checkpointer, Any, int]:
+    """Opens the run's checkpoints; returns them, the state to start from and its step."""
+    try:
+        _check_same_settings(workdir, config)
+        checkpointer = checkpoints.Checkpointer(workdir)
+        start = checkpointer.latest_step() or 0
+        state = checkpointer.restore(template, start) if start else template
+    except ValueError as error:
+        raise ResumeError(str(error)) from None
+    if jax.process_index() == 0:
+        for w in workdirs:
+            _truncate_log(w / METRICS_FILE, start)
+    return checkpointer, state, start
 
 
 def _check_finite(step: int, metrics: dict[str, float], where: str = "") -> None:
@@ -247,24 +364,42 @@ def _train_loop(
     save_samples: list[Callable[[Any, pathlib.Path, int], np.ndarray]],
     run_states: Callable[[Any], list[Any]],
     on_progress: Callable[[Progress], None] | None,
+    start_step: int = 0,
+    checkpoint_every: int = 0,
+    save_checkpoint: Callable[[Any, int], None] | None = None,
+    eval_every: int = 0,
+    evaluate: Callable[[Any, int], dict[str, float]] | None = None,
+    diagnose_every: int = 0,
+    diagnose: Callable[[Any, int, pathlib.Path], dict[str, float]] | None = None,
 ) -> tuple[Any, list[dict[str, Any]], list[np.ndarray]]:
     """The loop every model shares: step, log, check for NaN, draw pictures.
 
     Trains K runs at once when the step is vmapped: run ``k`` logs into ``workdirs[k]`` and
     ``run_states(state)[k]`` is its state; step metrics are then ``[K]`` arrays.
 
+    Starts after ``start_step`` (a resumed run) and calls ``save_checkpoint(state, step)``
+    every ``checkpoint_every`` steps and after the last. With ``evaluate(run_state, k)``, the
+    logging steps that are multiples of ``eval_every`` (and the last) also log its metrics as
+    ``eval/NAME``. Every line also goes to TensorBoard (``tensorboard/``), and ``curves.png``
+    plots the log when the loop ends.
+
     Returns the final state, each run's last metrics line and final samples.
     """
     num_runs = len(workdirs)
-    last: list[dict[str, Any]] = [{} for _ in workdirs]
+    last: list[dict[str, Any]] = [_last_line(w / METRICS_FILE) for w in workdirs]
     timed_from, timed_steps = time.perf_counter(), 0
     # On several hosts every process trains; only the first writes.
     writer = jax.process_index() == 0
     with contextlib.ExitStack() as files:
         logs = [files.enter_context(open(w / METRICS_FILE, "a")) for w in workdirs if writer]
-        for step in range(1, steps + 1):
+        boards = [
+            files.enter_context(tensorboardX.SummaryWriter(str(w / "tensorboard")))
+            for w in workdirs
+            if writer
+        ]
+        for step in range(start_step + 1, steps + 1):
             state, metrics = step_fn(state, next_batch(step))
-            if step == 1:
+            if step == start_step + 1:
                 # The first step includes compilation; time the rest.
                 jax.block_until_ready(metrics)
                 timed_from = time.perf_counter()
@@ -282,15 +417,31 @@ def _train_loop(
                 if timed_steps:
                     rate = timed_steps / (time.perf_counter() - timed_from)
                 last = [{"step": step, **run_values} for run_values in values]
-                for log, line in zip(logs, last):
+                if evaluate and writer and eval_every and (step == steps or step % eval_every == 0):
+                    for k, (line, run_state) in enumerate(zip(last, run_states(state))):
+                        line.update(
+                            {f"eval/{n}": float(v) for n, v in evaluate(run_state, k).items()}
+                        )
+                if diagnose and writer and diagnose_every and step % diagnose_every == 0:
+                    for line, run_state, w in zip(last, run_states(state), workdirs):
+                        line.update(diagnose(run_state, step, w))
+                for log, board, line in zip(logs, boards, last):
                     log.write(json.dumps(line) + "\n")
                     log.flush()
+                    for name, value in line.items():
+                        if name != "step":
+                            board.add_scalar(name, value, step)
+                    board.flush()
                 if on_progress is not None:
                     eta = (steps - step) / rate
                     on_progress(Progress(step, steps, rate, eta, values[0], values))
             if writer and sample_every and step % sample_every == 0 and step != steps:
                 for save, run_state, w in zip(save_samples, run_states(state), workdirs):
                     save(run_state, w / "samples" / f"step_{step:07d}.png", step)
+            if save_checkpoint and (
+                (checkpoint_every and step % checkpoint_every == 0) or step == steps
+            ):
+                save_checkpoint(state, step)
     if not writer:
         return state, last, []
     samples = []
@@ -298,7 +449,44 @@ def _train_loop(
         final_picture = w / "samples" / f"step_{steps:07d}.png"
         samples.append(save(run_state, final_picture, steps))
         shutil.copyfile(final_picture, w / "samples.png")
+        records = [json.loads(line) for line in (w / METRICS_FILE).read_text().splitlines()]
+        visualize.save_curves(records, w / "curves.png", title=w.name)
     return state, last, samples
+
+
+def _evaluator(run: Run, seeds: list[int]) -> Callable[[Any, int], dict[str, float]] | None:
+    """``gans.evaluation.sample_quality`` for run ``k``, or None where it has no metric."""
+    from gans import evaluation  # scipy and the digits classifier: only when asked for.
+
+    if not evaluation.supported(run.dataset):
+        return None
+    return lambda state, k: evaluation.sample_quality(run, state, seed=seeds[k])
+
+
+def _diagnostics(run: Run) -> Callable[[Any, int, pathlib.Path], dict[str, float]]:
+    """``gans.diagnostics`` on a fresh real batch; histograms go to ``diagnostics/step_N.npz``."""
+    from gans import diagnostics
+
+    diagnose = jax.jit(functools.partial(diagnostics.diagnose, config=run.step, clip=run.clip))
+    key = jax.random.key(run.seed + 5)
+
+    def measure(state, step, workdir):
+        item = run.dataset.batch(step - 1, run.batch_size, run.seed + 5)
+        batch = jax.tree.map(lambda a: jnp.asarray(a[0]), item)
+        scalars, histograms = diagnostics.to_host(
+            diagnose(state, batch=batch, key=jax.random.fold_in(key, step))
+        )
+        (workdir / "diagnostics").mkdir(exist_ok=True)
+        arrays = {name.replace("/", "__"): value for name, value in histograms.items()}
+        np.savez(workdir / "diagnostics" / f"step_{step:07d}.npz", **arrays)
+        return scalars
+
+    return measure
+
+
+def _last_line(path: pathlib.Path) -> dict[str, Any]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def _compile_step(run: Run, num_runs: int, sharded: bool):
@@ -354,6 +542,90 @@ def _save_params(path: pathlib.Path, state: train_lib.GANState) -> None:
         )
 
 
+def initial_state(run: Run) -> train_lib.GANState:
+    """The state training starts from: one run's, or the runs' stacked (``gans.sweep``)."""
+    first = run.dataset.batch(0, run.batch_size, run.seed)
+    states = [
+        train_lib.create_state(
+            generator=run.generator,
+            critic=run.critic,
+            generator_tx=run.generator_tx,
+            critic_tx=run.critic_tx,
+            config=run.step,
+            example=jnp.asarray(first["x"][0]),
+            key=jax.random.split(jax.random.key(seed))[0],
+        )
+        for seed in run.seeds()
+    ]
+    if len(states) == 1:
+        return states[0]
+    state = sweep_lib.stack(states)
+    if run.sweep is not None:
+        sweep = run.sweep
+        state = sweep_lib.set_hyperparameter(state, sweep.name, sweep.values, sweep.base)
+    return state
+
+
+def run_directories(run: Run, workdir: pathlib.Path) -> list[pathlib.Path]:
+    """Where each run writes: the workdir itself, or ``run_K`` for several runs."""
+    num_runs = len(run.seeds())
+    return [workdir] if num_runs == 1 else [workdir / f"run_{k}" for k in range(num_runs)]
+
+
+def split_runs(run: Run, state: train_lib.GANState) -> list[train_lib.GANState]:
+    """Each run's state out of ``initial_state``'s layout."""
+    num_runs = len(run.seeds())
+    return [state] if num_runs == 1 else [sweep_lib.unstack(state, k) for k in range(num_runs)]
+
+
+def restore(run: Run, workdir: str | os.PathLike) -> tuple[list[train_lib.GANState], int]:
+    """Every run's state from the latest checkpoint in ``workdir``, and its step.
+
+    Raises:
+      ResumeError: no checkpoint, or one that does not fit ``run``.
+    """
+    try:
+        checkpointer = checkpoints.Checkpointer(workdir)
+        step = checkpointer.latest_step()
+        if step is None:
+            raise ValueError(
+                f"--workdir {str(workdir)!r} has no checkpoint yet; train first (or wait for "
+                "the first --checkpoint_every steps)."
+            )
+        state = checkpointer.restore(initial_state(run), step)
+        checkpointer.close()
+    except ValueError as error:
+        raise ResumeError(str(error)) from None
+    return split_runs(run, state), step
+
+
+def draw_samples(
+    run: Run, state: train_lib.GANState, num: int, key: jax.Array, labels: jax.Array | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``num`` samples of a trained generator (its moving average where kept).
+
+    A conditional generator gets ``labels`` (default: uniform draws); InfoGAN's codes are drawn
+    from their priors. Multi-scale generators give their largest image.
+
+    Returns:
+      The samples ``[num, ...]`` and the labels they were drawn for (None if unconditional).
+    """
+    config = run.step
+    z_key, code_key, label_key = jax.random.split(key, 3)
+    z = jax.random.normal(z_key, (num, config.z_dim), jnp.float32)
+    if config.info is not None:
+        info = config.info
+        codes = infogan.sample_codes(code_key, num, info.num_categories, info.num_continuous)
+        z = jnp.concatenate([z, infogan.codes_vector(*codes, info.num_categories)], axis=1)
+    if config.num_classes is not None and labels is None:
+        labels = jax.random.randint(label_key, (num,), 0, config.num_classes)
+    if config.num_classes is None:
+        labels = None
+    fake = jax.jit(train_lib.generate)(state, z, labels)
+    samples = np.asarray(jax.tree.leaves(fake)[-1])
+    return samples, None if labels is None else np.asarray(labels)
+
+
 def train_and_evaluate(
     run: Run,
     workdir: str | os.PathLike,
@@ -385,23 +657,9 @@ def train_and_evaluate(
     seeds = run.seeds()
     num_runs = len(seeds)
     sharded = run.num_devices > 1 or jax.process_count() > 1
-    first = run.dataset.batch(0, run.batch_size, run.seed)
-    states, samplers = [], []
-    for seed in seeds:
-        init_key, sample_key = jax.random.split(jax.random.key(seed))
-        states.append(
-            train_lib.create_state(
-                generator=run.generator,
-                critic=run.critic,
-                generator_tx=run.generator_tx,
-                critic_tx=run.critic_tx,
-                config=run.step,
-                example=jnp.asarray(first["x"][0]),
-                key=init_key,
-            )
-        )
-        # Each run draws its pictures from its own fixed latents, as it would alone.
-        samplers.append(_Sampler(run, sample_key))
+    state = initial_state(run)
+    # Each run draws its pictures from its own fixed latents, as it would alone.
+    samplers = [_Sampler(run, jax.random.split(jax.random.key(seed))[1]) for seed in seeds]
     step_fn = _compile_step(run, num_runs, sharded)
     num_devices = len(parallel.devices(run.num_devices)) if sharded else 1
 
@@ -414,20 +672,12 @@ def train_and_evaluate(
         # The run axis comes after the device axis: [devices, runs, ...] under pmap.
         return jax.tree.map(lambda *a: np.stack(a, axis=1 if sharded else 0), *items)
 
-    if num_runs == 1:
-        state, workdirs = states[0], [workdir]
-        run_states = lambda state: [parallel.unreplicate(state) if sharded else state]
-    else:
-        state = sweep_lib.stack(states)
-        if run.sweep is not None:
-            sweep = run.sweep
-            state = sweep_lib.set_hyperparameter(state, sweep.name, sweep.values, sweep.base)
-        workdirs = [workdir / f"run_{k}" for k in range(num_runs)]
+    workdirs = run_directories(run, workdir)
 
-        def run_states(state):
-            state = parallel.unreplicate(state) if sharded else state
-            return [sweep_lib.unstack(state, k) for k in range(num_runs)]
+    def run_states(state):
+        return split_runs(run, parallel.unreplicate(state) if sharded else state)
 
+    checkpointer, state, start_step = _resume(workdir, workdirs, config, state)
     if sharded:
         state = parallel.replicate(state, parallel.devices(run.num_devices))
     if jax.process_index() == 0:
@@ -436,6 +686,7 @@ def train_and_evaluate(
             _write_runs(workdir, run, seeds)
         for w in workdirs:
             (w / "samples").mkdir(parents=True, exist_ok=True)
+    one_replica = parallel.unreplicate if sharded else (lambda state: state)
     state, lasts, fakes = _train_loop(
         workdirs=workdirs,
         state=state,
@@ -447,7 +698,15 @@ def train_and_evaluate(
         save_samples=[sampler.save for sampler in samplers],
         run_states=run_states,
         on_progress=on_progress,
+        start_step=start_step,
+        checkpoint_every=run.checkpoint_every,
+        save_checkpoint=lambda state, step: checkpointer.save_state(one_replica(state), step),
+        diagnose_every=run.diagnose_every,
+        diagnose=_diagnostics(run) if run.diagnose_every else None,
+        eval_every=run.eval_every,
+        evaluate=_evaluator(run, seeds) if run.eval_every else None,
     )
+    checkpointer.close()
     if jax.process_index() != 0:
         return {**lasts[0], "wall_seconds": time.perf_counter() - start}
     summaries = []
@@ -519,6 +778,7 @@ class VAERun:
     log_every: int = 100
     sample_every: int = 0
     num_samples: int = 2500
+    checkpoint_every: int = 1000
 
 
 def train_vae(
@@ -563,6 +823,7 @@ def train_vae(
             visualize.save_image_grid(samples, path, columns=8)
         return samples
 
+    checkpointer, state, start_step = _resume(workdir, [workdir], config, state)
     _write_config(workdir, config)
     (workdir / "samples").mkdir(exist_ok=True)
     state, (last,), (samples,) = _train_loop(
@@ -576,7 +837,11 @@ def train_vae(
         save_samples=[save_samples],
         run_states=lambda state: [state],
         on_progress=on_progress,
+        start_step=start_step,
+        checkpoint_every=run.checkpoint_every,
+        save_checkpoint=checkpointer.save_state,
     )
+    checkpointer.close()
     with open(workdir / PARAMS_FILE, "wb") as f:
         f.write(
             serialization.to_bytes(

@@ -77,3 +77,71 @@ def save_critic_contour(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# The curves a run's metrics log is plotted as, panel by panel, where present.
+CURVES = (
+    ("losses", ("critic_loss", "generator_loss", "loss")),
+    ("Wasserstein estimate", ("wasserstein_estimate",)),
+    ("sample quality", ("eval/fid", "eval/fid_real_vs_real", "eval/wasserstein_1")),
+)
+
+
+def save_curves(records: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> None:
+    """Plots the losses, the Wasserstein estimate and the sample-quality metric over training.
+
+    Args:
+      records: metrics lines (``{"step": ..., name: value}``), in step order.
+      path: the PNG to write.
+      title: the figure's title.
+    """
+    panels = []
+    for label, names in CURVES:
+        present = [name for name in names if any(name in r for r in records)]
+        if present:
+            panels.append((label, present))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (label, names) in zip(axes[0], panels):
+        for name in names:
+            points = [(r["step"], r[name]) for r in records if name in r and math.isfinite(r[name])]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="." if len(points) < 30 else None, label=name)
+        ax.set_title(label)
+        ax.set_xlabel("generator step")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_tracking(
+    steps: np.ndarray,
+    estimate: np.ndarray,
+    quality: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    estimate_label: str,
+    quality_label: str,
+    title: str = "",
+) -> None:
+    """Two quantities over training on twin axes, and one against the other."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(steps, estimate, color="tab:blue", marker=".")
+    left.set_xlabel("generator step")
+    left.set_ylabel(estimate_label, color="tab:blue")
+    twin = left.twinx()
+    twin.plot(steps, quality, color="tab:red", marker=".")
+    twin.set_ylabel(quality_label, color="tab:red")
+    right.scatter(estimate, quality, c=steps, cmap="viridis", s=14)
+    right.set_xlabel(estimate_label)
+    right.set_ylabel(quality_label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

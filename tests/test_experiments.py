@@ -6,7 +6,9 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -212,6 +214,72 @@ def test_several_seeds_train_as_one_program_each_in_its_own_directory(tmp_path):
     alone = run_experiment("wgan_gp", *args[:-1], f"--workdir={tmp_path / 'alone'}", "--seed=4")
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert_same_metrics(metric_lines(workdir / "run_1"), metric_lines(tmp_path / "alone"))
+
+
+def run_command(module, *args):
+    return run_experiment(module, *args)
+
+
+def test_a_run_resumes_is_scored_and_sampled_from_its_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    args = [f"--flagfile={FLAGS / 'cgan_8gaussians.cfg'}", *TINY, f"--workdir={workdir}"]
+    first = run_experiment("cgan", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = (workdir / "metrics.jsonl").read_text()
+    # The same command again: the run is complete, so it resumes at its end and adds nothing.
+    again = run_experiment("cgan", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from the checkpoint of step 2" in again.stdout
+    assert (workdir / "metrics.jsonl").read_text() == lines
+    assert (workdir / "curves.png").exists() and list((workdir / "tensorboard").iterdir())
+
+    scored = run_command("evaluate", f"--workdir={workdir}", "--num=200")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "modes" in scored.stdout and "W1" in scored.stdout
+    evaluation = json.loads((workdir / "evaluation.json").read_text())
+    assert evaluation["step"] == 2 and evaluation["wasserstein_1"] > 0
+
+    out = tmp_path / "samples.npy"
+    sampled = run_command("sample", f"--workdir={workdir}", "--num=30", f"--out={out}", "--label=3")
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert np.load(out).shape == (30, 2)
+    assert set(np.load(tmp_path / "samples_labels.npy")) == {3}
+    # Nothing is overwritten.
+    refused = run_command("sample", f"--workdir={workdir}", "--num=30", f"--out={out}")
+    assert refused.returncode != 0 and "exists; choose another --out" in refused.stderr
+
+
+def test_a_killed_run_restarted_with_the_same_command_loses_and_repeats_nothing(tmp_path):
+    args = [
+        f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}",
+        "--steps=40",
+        "--log_every=2",
+        "--checkpoint_every=10",
+        "--width=16",
+        "--batch_size=16",
+    ]
+    alone = run_experiment("wgan_gp", *args, f"--workdir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    workdir = tmp_path / "killed"
+    process = run_experiment("wgan_gp", *args, f"--workdir={workdir}", wait=False)
+    deadline = time.monotonic() + 240
+    while not (workdir / "checkpoints" / "10").exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    process.kill()
+    process.communicate()
+    again = run_experiment("wgan_gp", *args, f"--workdir={workdir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = (workdir / "metrics.jsonl").read_text()
+    assert log == (tmp_path / "alone" / "metrics.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in log.splitlines()] == list(range(2, 41, 2))
+
+
+def test_commands_on_a_workdir_without_a_run_say_so(tmp_path):
+    result = run_command("evaluate", f"--workdir={tmp_path}")
+    assert result.returncode != 0
+    assert "holds no run (no config.json)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_workdir_holding_a_run_is_refused_and_kept(tmp_path):

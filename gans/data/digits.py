@@ -8,7 +8,6 @@ import functools
 
 import jax
 import numpy as np
-import sklearn.datasets
 
 IMAGE_SIZES = (8, 16, 32)
 
@@ -33,6 +32,8 @@ def load_digits(image_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    import sklearn.datasets  # A second at import: only where the digits are used.
+
     bunch = sklearn.datasets.load_digits()
     images = (bunch.images[..., None] / 8.0 - 1.0).astype(np.float32)  # Pixels are 0..16.
     if image_size != 8:

@@ -1,41 +1,35 @@
-"""Sample-quality metrics."""
+"""Sample-quality metrics.
 
-from gans.metrics.digits_classifier import (
-    DigitsClassifier,
-    digits_fid_floor,
-    digits_sample_quality,
-    digits_split,
-    load_digits_classifier,
-)
-from gans.metrics.frechet import (
-    feature_moments,
-    frechet_distance,
-    frechet_distance_from_moments,
-    kernel_inception_distance,
-    mmd2_unbiased,
-)
-from gans.metrics.inception import InceptionExtractor, load_inception_variables
-from gans.metrics.manifold import precision_recall
-from gans.metrics.mixture import mode_coverage
-from gans.metrics.scores import class_coverage, inception_score
-from gans.metrics.transport import wasserstein_1
+The names below load their module on first use (PEP 562): the training loop imports
+``gans.metrics.mixture`` alone and need not pay for scipy and the classifiers at start-up.
+"""
 
-__all__ = [
-    "DigitsClassifier",
-    "InceptionExtractor",
-    "class_coverage",
-    "digits_fid_floor",
-    "digits_sample_quality",
-    "digits_split",
-    "feature_moments",
-    "frechet_distance",
-    "frechet_distance_from_moments",
-    "inception_score",
-    "kernel_inception_distance",
-    "load_digits_classifier",
-    "load_inception_variables",
-    "mmd2_unbiased",
-    "mode_coverage",
-    "precision_recall",
-    "wasserstein_1",
-]
+import importlib
+
+_EXPORTS = {
+    "DigitsClassifier": "digits_classifier",
+    "digits_fid_floor": "digits_classifier",
+    "digits_sample_quality": "digits_classifier",
+    "digits_split": "digits_classifier",
+    "load_digits_classifier": "digits_classifier",
+    "feature_moments": "frechet",
+    "frechet_distance": "frechet",
+    "frechet_distance_from_moments": "frechet",
+    "kernel_inception_distance": "frechet",
+    "mmd2_unbiased": "frechet",
+    "InceptionExtractor": "inception",
+    "load_inception_variables": "inception",
+    "precision_recall": "manifold",
+    "mode_coverage": "mixture",
+    "class_coverage": "scores",
+    "inception_score": "scores",
+    "wasserstein_1": "transport",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"gans.metrics.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'gans.metrics' has no attribute {name!r}")

@@ -1,0 +1,137 @@
+"""Checkpoints: a stopped run resumes bit for bit, and what cannot be resumed is refused."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from gans import checkpoints, data, models, runner, train
+
+CONFIG = train.StepConfig(
+    loss="wasserstein",
+    z_dim=2,
+    penalty="gradient_penalty",
+    penalty_options=(("weight", 0.1),),
+    ema_decay=0.9,
+)
+OPTIMIZER = train.make_optimizer("adam", 1e-3, b1=0.5, b2=0.9)
+
+
+def make_run(width=16, **options):
+    settings = dict(
+        dataset=data.get_dataset("8gaussians"),
+        generator=models.MLPGenerator(out_dim=2, hidden=(width, width)),
+        critic=models.MLPCritic(hidden=(width, width)),
+        generator_tx=OPTIMIZER,
+        critic_tx=OPTIMIZER,
+        step=CONFIG,
+        n_critic=2,
+        batch_size=16,
+        steps=12,
+        log_every=2,
+        checkpoint_every=4,
+        num_samples=50,
+    )
+    settings.update(options)
+    return runner.Run(**settings)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def on_progress(progress):
+        if progress.step == step:
+            raise Stop
+
+    return on_progress
+
+
+def test_a_run_stopped_and_resumed_equals_the_run_left_alone(tmp_path):
+    runner.train_and_evaluate(make_run(), tmp_path / "alone", config={"width": 16})
+    resumed = tmp_path / "resumed"
+    # Stopped at the logging step 6: the latest checkpoint is step 4, and line 6 was written.
+    with pytest.raises(Stop):
+        runner.train_and_evaluate(make_run(), resumed, config={"width": 16}, on_progress=stop_at(6))
+    assert checkpoints.latest_step(resumed) == 4
+    assert json.loads((resumed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+    runner.train_and_evaluate(make_run(), resumed, config={"width": 16})
+    # Bit for bit: the same log lines, none duplicated or lost, and the same parameters.
+    alone = (tmp_path / "alone" / "metrics.jsonl").read_text()
+    assert (resumed / "metrics.jsonl").read_text() == alone
+    assert [json.loads(line)["step"] for line in alone.splitlines()] == [2, 4, 6, 8, 10, 12]
+    params = "params.msgpack"
+    assert (resumed / params).read_bytes() == (tmp_path / "alone" / params).read_bytes()
+    # The last few checkpoints are kept.
+    assert checkpoints.Checkpointer(resumed).all_steps() == [4, 8, 12]
+
+
+def test_the_whole_state_round_trips(tmp_path):
+    run = make_run()
+    state = train.create_state(
+        generator=run.generator,
+        critic=run.critic,
+        generator_tx=OPTIMIZER,
+        critic_tx=OPTIMIZER,
+        config=CONFIG,
+        example=jnp.zeros((4, 2)),
+        key=jax.random.key(7),
+    )
+    state, _ = jax.jit(train.make_train_step(CONFIG))(state, {"x": jnp.ones((2, 4, 2))})
+    saver = checkpoints.Checkpointer(tmp_path)
+    saver.save(1, state)
+    restored = saver.restore(state.replace(step=jnp.zeros((), jnp.int32)))
+    as_data = lambda tree: jax.tree.map(
+        lambda leaf: jax.random.key_data(leaf) if checkpoints._is_key(leaf) else leaf, tree
+    )
+    chex_equal = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), as_data(restored), as_data(state))
+    assert all(jax.tree.leaves(chex_equal))
+    assert jax.random.key_impl(restored.key) == jax.random.key_impl(state.key)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    runner.train_and_evaluate(make_run(steps=4), tmp_path, config=None)
+    with pytest.raises(runner.ResumeError, match="holds arrays of other shapes"):
+        runner.train_and_evaluate(make_run(width=32, steps=8), tmp_path, config=None)
+
+
+def test_other_settings_are_refused_before_anything_is_touched(tmp_path):
+    runner.train_and_evaluate(make_run(steps=4), tmp_path, config={"width": 16, "steps": 4})
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(runner.ResumeError, match="--width was 16, now 32"):
+        runner.train_and_evaluate(make_run(steps=4), tmp_path, config={"width": 32, "steps": 4})
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_a_line_cut_short_by_a_kill_is_dropped_with_everything_after_it(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 2}\n{"step": 4}\n{"step": 6}\n{"st')
+    runner._truncate_log(log, 4)
+    assert log.read_text() == '{"step": 2}\n{"step": 4}\n'
+
+
+def test_unfinished_checkpoints_are_not_counted(tmp_path):
+    (tmp_path / "checkpoints" / "8").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "12.orbax-checkpoint-tmp-1").mkdir()
+    assert checkpoints.latest_step(tmp_path) == 8
+    assert checkpoints.latest_step(tmp_path / "nothing") is None
+
+
+def test_the_loop_logs_evaluations_diagnostics_tensorboard_and_curves(tmp_path):
+    run = make_run(steps=4, eval_every=2, diagnose_every=4, num_samples=50)
+    runner.train_and_evaluate(run, tmp_path, config=None)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    assert all("eval/wasserstein_1" in line and "eval/modes" in line for line in lines)
+    assert "diag/activation_grad_norm/00_input" not in lines[0]
+    assert lines[1]["diag/activation_grad_norm/03_Dense_2"] == pytest.approx(1.0)
+    assert (tmp_path / "diagnostics" / "step_0000004.npz").exists()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_diagnostics_are_refused_for_several_runs():
+    with pytest.raises(ValueError, match="diagnostics run on one device and one run"):
+        make_run(num_runs=2, diagnose_every=10)
