@@ -89,10 +89,6 @@ class Checkpointer:
         self._manager.save(step, args=ocp.args.StandardSave(saveable), force=True)
         self._manager.wait_until_finished()
 
-    def save_state(self, state: PyTree, step: int) -> None:
-        """``save`` with the training loop's argument order."""
-        self.save(step, state)
-
     def restore(self, template: PyTree, step: int | None = None) -> PyTree:
         """The state saved at ``step`` (default: the latest), shaped like ``template``.
 

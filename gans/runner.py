@@ -492,8 +492,8 @@ def _last_line(path: pathlib.Path) -> dict[str, Any]:
 def _compile_step(run: Run, num_runs: int, sharded: bool):
     """The train step for ``num_runs`` runs, jitted on one device or pmapped over many."""
     if not sharded:
-        fn = train_lib.make_train_step(run.step)
-        return jax.jit(fn if num_runs == 1 else jax.vmap(fn), donate_argnums=0)
+        make = train_lib.make_train_step if num_runs == 1 else sweep_lib.make_vmapped_train_step
+        return jax.jit(make(run.step), donate_argnums=0)
     devices = parallel.devices(run.num_devices, run.batch_size)
     # Several processes: one pmap over every device of the run, each process feeding its own.
     pstep = train_lib.make_pmapped_train_step(
@@ -700,7 +700,7 @@ def train_and_evaluate(
         on_progress=on_progress,
         start_step=start_step,
         checkpoint_every=run.checkpoint_every,
-        save_checkpoint=lambda state, step: checkpointer.save_state(one_replica(state), step),
+        save_checkpoint=lambda state, step: checkpointer.save(step, one_replica(state)),
         diagnose_every=run.diagnose_every,
         diagnose=_diagnostics(run) if run.diagnose_every else None,
         eval_every=run.eval_every,
@@ -839,7 +839,7 @@ def train_vae(
         on_progress=on_progress,
         start_step=start_step,
         checkpoint_every=run.checkpoint_every,
-        save_checkpoint=checkpointer.save_state,
+        save_checkpoint=lambda state, step: checkpointer.save(step, state),
     )
     checkpointer.close()
     with open(workdir / PARAMS_FILE, "wb") as f:

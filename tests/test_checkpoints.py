@@ -86,8 +86,8 @@ def test_the_whole_state_round_trips(tmp_path):
     as_data = lambda tree: jax.tree.map(
         lambda leaf: jax.random.key_data(leaf) if checkpoints._is_key(leaf) else leaf, tree
     )
-    chex_equal = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), as_data(restored), as_data(state))
-    assert all(jax.tree.leaves(chex_equal))
+    equal = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), as_data(restored), as_data(state))
+    assert all(jax.tree.leaves(equal))
     assert jax.random.key_impl(restored.key) == jax.random.key_impl(state.key)
 
 
