@@ -4,6 +4,7 @@ import itertools
 import math
 
 import numpy as np
+import scipy.linalg
 import pytest
 
 from gans.metrics import frechet, manifold, scores, transport
@@ -55,6 +56,28 @@ def test_frechet_distance_with_singular_covariances_stays_real():
     value = frechet.frechet_distance(a, b)
     assert math.isfinite(value) and value > 32 * 0.9  # The mean gap alone is 32.
     assert abs(frechet.frechet_distance(a, a)) < 1e-4
+
+
+def test_frechet_distance_equals_the_sqrtm_form_on_full_rank_covariances():
+    # pytorch-fid's Tr sqrtm(S1 S2), where sqrtm is accurate: more samples than dimensions.
+    rng = np.random.default_rng(8)
+    a, b = (
+        rng.standard_normal((400, 16)),
+        rng.standard_normal((400, 16)) @ rng.normal(size=(16, 16)),
+    )
+    mu_a, s_a = frechet.feature_moments(a)
+    mu_b, s_b = frechet.feature_moments(b)
+    sqrtm_form = (
+        np.sum((mu_a - mu_b) ** 2)
+        + np.trace(s_a + s_b)
+        - 2 * np.trace(scipy.linalg.sqrtm(s_a @ s_b).real)
+    )
+    assert frechet.frechet_distance(a, b) == pytest.approx(sqrtm_form, rel=1e-9)
+
+
+def test_frechet_distance_refuses_a_matrix_that_is_not_a_covariance():
+    with pytest.raises(ValueError, match="negative eigenvalue"):
+        frechet.frechet_distance_from_moments(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
 
 
 def test_frechet_distance_from_samples_approaches_the_population_value():

@@ -10,10 +10,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-# pytorch-fid's tolerances: the ridge added when sqrtm fails on a singular product, and the
-# largest imaginary part of sqrtm's diagonal that is taken for round-off and discarded.
-_SQRTM_RIDGE = 1e-6
-_IMAGINARY_TOLERANCE = 1e-3
+# Eigenvalues of a covariance below -this x its largest are not round-off: not PSD.
+_NEGATIVE_TOLERANCE = 1e-8
 
 
 def feature_moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +31,15 @@ def frechet_distance_from_moments(
 
     the squared Wasserstein-2 distance between the two Gaussians (Dowson and Landau, 1982), used
     as FID by Heusel et al. (2017), "GANs trained by a two time-scale update rule converge to a
-    local Nash equilibrium". The matrix square root follows pytorch-fid: ``scipy.linalg.sqrtm``
-    in float64; if it is not finite (singular product) it is retried with 1e-6 added to both
-    diagonals; an imaginary part left by round-off is discarded when no diagonal entry's exceeds
-    1e-3, and raises ``ValueError`` otherwise.
+    local Nash equilibrium". The trace of the square root is computed as
+
+        Tr (sigma1 sigma2)^(1/2) = sum_i sqrt(lambda_i(sigma1^(1/2) sigma2 sigma1^(1/2))),
+
+    since ``sigma1 sigma2`` and the symmetric PSD ``sigma1^(1/2) sigma2 sigma1^(1/2)`` share their
+    non-zero eigenvalues, with ``scipy.linalg.eigh`` in float64. Where pytorch-fid's
+    ``scipy.linalg.sqrtm(sigma1 @ sigma2)`` is accurate (full-rank covariances) the two agree to
+    round-off; with fewer samples than feature dimensions (singular covariances) ``sqrtm``
+    leaves imaginary parts that depend on the BLAS build, and this form stays exact.
 
     Args:
       mu1: Mean of the first set, ``[D]``.
@@ -61,21 +64,30 @@ def frechet_distance_from_moments(
             f"covariances must be [{dim}, {dim}] to match the means, got {sigma1.shape} and "
             f"{sigma2.shape}."
         )
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        ridge = _SQRTM_RIDGE * np.eye(dim)
-        covmean = scipy.linalg.sqrtm((sigma1 + ridge) @ (sigma2 + ridge))
-    if np.iscomplexobj(covmean):
-        imaginary = np.abs(np.diagonal(covmean).imag).max()
-        if imaginary > _IMAGINARY_TOLERANCE:
-            raise ValueError(
-                f"the matrix square root of sigma1 @ sigma2 has an imaginary part of {imaginary:.3g} "
-                "on its diagonal, more than round-off: are both covariances symmetric positive "
-                "semi-definite?"
-            )
-        covmean = covmean.real
+    values, vectors = _psd_eigh(sigma1, "sigma1")
+    _psd_eigh(sigma2, "sigma2")
+    root1 = (vectors * np.sqrt(values)) @ vectors.T
+    product = scipy.linalg.eigh(root1 @ sigma2 @ root1, eigvals_only=True)
+    trace_covmean = np.sqrt(np.clip(product, 0.0, None)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean)
+
+
+def _psd_eigh(sigma: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (round-off negatives set to 0) and eigenvectors of a covariance.
+
+    Raises:
+      ValueError: ``sigma`` is not symmetric positive semi-definite.
+    """
+    if not np.allclose(sigma, sigma.T, rtol=1e-8, atol=1e-12):
+        raise ValueError(f"{name} must be a symmetric covariance matrix.")
+    values, vectors = scipy.linalg.eigh(sigma)
+    if values.min(initial=0.0) < -_NEGATIVE_TOLERANCE * max(values.max(initial=0.0), 1e-300):
+        raise ValueError(
+            f"{name} has a negative eigenvalue ({values.min():.3g}): a covariance must be "
+            "positive semi-definite."
+        )
+    return np.clip(values, 0.0, None), vectors
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
