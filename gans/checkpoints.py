@@ -18,12 +18,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
 from flax import serialization
 
 PyTree = Any
 
 DIRECTORY = "checkpoints"
+# How Orbax words a checkpoint whose tree differs from the model's (anything else is damage).
+_MISMATCH = ("Structure mismatch", "structures do not match", "not found in metadata")
 
 
 def _is_key(leaf: Any) -> bool:
@@ -66,6 +67,9 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3):
+        import orbax.checkpoint as ocp  # Slow to import: only where checkpoints are used.
+
+        self._args = ocp.args
         self.directory = pathlib.Path(workdir).absolute() / DIRECTORY
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
@@ -86,7 +90,7 @@ class Checkpointer:
     def save(self, step: int, state: PyTree) -> None:
         """Writes ``state`` as the checkpoint of ``step`` (host arrays, one replica)."""
         saveable = jax.device_get(_to_saveable(state))
-        self._manager.save(step, args=ocp.args.StandardSave(saveable), force=True)
+        self._manager.save(step, args=self._args.StandardSave(saveable), force=True)
         self._manager.wait_until_finished()
 
     def restore(self, template: PyTree, step: int | None = None) -> PyTree:
@@ -104,12 +108,24 @@ class Checkpointer:
             jax.device_get(_to_saveable(template)),
         )
         try:
-            saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        except (ValueError, KeyError, TypeError) as error:
+            saved = self._manager.restore(step, args=self._args.StandardRestore(target))
+        except Exception as error:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+            if not any(marker in reason for marker in _MISMATCH):
+                earlier = [s for s in self.all_steps() if s < step]
+                fallback = (
+                    f"delete {self.directory / str(step)} to resume from step {earlier[-1]}"
+                    if earlier
+                    else f"delete {self.directory / str(step)} to start again"
+                )
+                raise ValueError(
+                    f"the checkpoint at step {step} in {self.directory} is damaged ({reason}); "
+                    f"{fallback}, or use a new --workdir."
+                ) from None
             raise ValueError(
                 f"the checkpoint at step {step} in {self.directory} does not fit this model "
-                f"and its settings ({str(error).splitlines()[0][:200]}); resume with the "
-                "settings it was written with, or use a new --workdir."
+                f"and its settings ({reason}); resume with the settings it was written with, "
+                "or use a new --workdir."
             ) from None
         mismatched = [
             jax.tree_util.keystr(path)

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import math
 import os
 import pathlib
-import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,20 +36,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tensorboardX
 from flax import serialization
 
 from gans import checkpoints, parallel, visualize
 from gans import sweep as sweep_lib
 from gans import train as train_lib
 from gans.data import Dataset
-from gans.models import infogan
 from gans.metrics import mixture
+from gans.models import infogan
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
 RUNS_FILE = "runs.json"
+LOCK_FILE = ".lock"
 
 
 class NonFiniteError(FloatingPointError):
@@ -56,6 +58,27 @@ class NonFiniteError(FloatingPointError):
 
 class ResumeError(ValueError):
     """A workdir's run cannot be resumed with these settings."""
+
+
+class WorkdirInUseError(ValueError):
+    """Another process is training into the same workdir."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a checkpoint of the current step was written.
+
+    Attributes:
+      step: the last step trained (and checkpointed).
+      signal_number: the signal received.
+    """
+
+    def __init__(self, step: int, signal_number: int):
+        self.step, self.signal_number = step, signal_number
+        name = signal.Signals(signal_number).name
+        super().__init__(
+            f"stopped by {name} after step {step}, whose checkpoint is saved; run the same "
+            "command again to resume."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +193,7 @@ class Progress:
 # --steps: learning-rate schedules are laid out over it.)
 RESUMABLE_CHANGES = frozenset(
     {
+        "workdir",  # A run directory may be moved or copied and resumed from there.
         "log_every",
         "sample_every",
         "checkpoint_every",
@@ -186,7 +210,8 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
-    """Refuses a workdir that is a file or holds something this run cannot resume.
+    """Creates the workdir, refusing one that is a file, cannot be written, or holds a run
+    that cannot be resumed.
 
     A workdir holding a run of this framework (``config.json``) is resumed from its latest
     checkpoint; one holding final parameters but no checkpoint (a finished run from before
@@ -195,6 +220,16 @@ def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(workdir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--workdir {str(path)!r} is a file; give a directory path.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"--workdir {str(path)!r} cannot be written ({error.strerror.lower()}); choose a "
+            "directory you can write to."
+        ) from None
     has_run_files = any((path / name).exists() for name in (METRICS_FILE, PARAMS_FILE, RUNS_FILE))
     if has_run_files and not (path / CONFIG_FILE).exists():
         raise ValueError(
@@ -210,12 +245,82 @@ def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
     return path
 
 
+def write_atomically(path: pathlib.Path, content: str | bytes) -> None:
+    """Writes ``path`` whole or not at all: a kill leaves the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def one_writer(workdir: pathlib.Path):
+    """Holds ``workdir/.lock`` while a run trains into ``workdir``; a second run is refused.
+
+    The lock is an advisory ``flock``, which the operating system drops when the process
+    ends in any way (SIGKILL included), so a dead run never leaves a workdir locked. Only the
+    writing process (process 0) takes it.
+
+    Raises:
+      WorkdirInUseError: another live process holds the lock.
+    """
+    if jax.process_index() != 0:
+        yield
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            raise WorkdirInUseError(
+                f"--workdir {str(workdir)!r} is in use by another run (process {owner}); wait "
+                "for it to finish or stop it, or choose another directory."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+    """SIGINT and SIGTERM are noted, not acted on, so the loop can stop at a step's end.
+
+    Yields the list the received signal numbers are appended to. Outside the main thread
+    (where Python cannot install handlers) nothing changes.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {
+        number: signal.signal(number, lambda number, frame: received.append(number))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _check_same_settings(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
     """Refuses to resume a run with settings that would change what it trains."""
     if config is None or not (workdir / CONFIG_FILE).exists():
         return
-    with open(workdir / CONFIG_FILE) as f:
-        saved = json.load(f)
+    try:
+        saved = json.loads((workdir / CONFIG_FILE).read_text())
+    except ValueError:
+        raise ValueError(
+            f"{str(workdir / CONFIG_FILE)!r} is not valid JSON, so the run cannot be resumed; "
+            "restore the file or choose a new directory."
+        ) from None
     given = json.loads(json.dumps(config, default=str))
     changed = sorted(
         name
@@ -243,9 +348,7 @@ def _truncate_log(path: pathlib.Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             break  # A line cut short by a kill: it and anything after it are redone.
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.replace(temporary, path)
+    write_atomically(path, "".join(line + "\n" for line in kept))
 
 
 def _resume(
@@ -348,8 +451,8 @@ def _summary(dataset: Dataset, fake: np.ndarray) -> dict[str, Any]:
 
 def _write_config(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / CONFIG_FILE, "w") as f:
-        json.dump(config or {}, f, indent=2, sort_keys=True, default=str)
+    text = json.dumps(config or {}, indent=2, sort_keys=True, default=str)
+    write_atomically(workdir / CONFIG_FILE, text)
 
 
 def _train_loop(
@@ -385,18 +488,34 @@ def _train_loop(
 
     Returns the final state, each run's last metrics line and final samples.
     """
+    import tensorboardX  # Only where a loop runs: it is slow to import.
+
     num_runs = len(workdirs)
     last: list[dict[str, Any]] = [_last_line(w / METRICS_FILE) for w in workdirs]
     timed_from, timed_steps = time.perf_counter(), 0
     # On several hosts every process trains; only the first writes.
     writer = jax.process_index() == 0
+
+    def checked(step, metrics):
+        """Each run's metrics on the host, refused if anything became NaN or infinite."""
+        host = {k: np.asarray(v).reshape(num_runs) for k, v in jax.device_get(metrics).items()}
+        values = [{k: float(v[run]) for k, v in host.items()} for run in range(num_runs)]
+        for run, run_values in enumerate(values):
+            _check_finite(step, run_values, f" in run {run}" if num_runs > 1 else "")
+        return values
+
     with contextlib.ExitStack() as files:
         logs = [files.enter_context(open(w / METRICS_FILE, "a")) for w in workdirs if writer]
+        # Events past the checkpoint resumed from (written before a kill) are hidden.
+        purge = start_step + 1 if start_step else None
         boards = [
-            files.enter_context(tensorboardX.SummaryWriter(str(w / "tensorboard")))
+            files.enter_context(
+                tensorboardX.SummaryWriter(str(w / "tensorboard"), purge_step=purge)
+            )
             for w in workdirs
             if writer
         ]
+        signals = files.enter_context(_deferred_signals())
         for step in range(start_step + 1, steps + 1):
             state, metrics = step_fn(state, next_batch(step))
             if step == start_step + 1:
@@ -406,13 +525,7 @@ def _train_loop(
             else:
                 timed_steps += 1
             if step % log_every == 0 or step == steps:
-                host = {
-                    k: np.asarray(v).reshape(num_runs) for k, v in jax.device_get(metrics).items()
-                }
-                values = [{k: float(v[run]) for k, v in host.items()} for run in range(num_runs)]
-                for run, run_values in enumerate(values):
-                    where = f" in run {run}" if num_runs > 1 else ""
-                    _check_finite(step, run_values, where)
+                values = checked(step, metrics)
                 rate = math.nan
                 if timed_steps:
                     rate = timed_steps / (time.perf_counter() - timed_from)
@@ -438,17 +551,21 @@ def _train_loop(
             if writer and sample_every and step % sample_every == 0 and step != steps:
                 for save, run_state, w in zip(save_samples, run_states(state), workdirs):
                     save(run_state, w / "samples" / f"step_{step:07d}.png", step)
+            stopping = bool(signals) and step != steps
             if save_checkpoint and (
-                (checkpoint_every and step % checkpoint_every == 0) or step == steps
+                (checkpoint_every and step % checkpoint_every == 0) or step == steps or stopping
             ):
+                checked(step, metrics)  # A checkpoint is never written from a diverged state.
                 save_checkpoint(state, step)
+            if stopping:
+                raise Interrupted(step, signals[0])
     if not writer:
         return state, last, []
     samples = []
     for save, run_state, w in zip(save_samples, run_states(state), workdirs):
         final_picture = w / "samples" / f"step_{steps:07d}.png"
         samples.append(save(run_state, final_picture, steps))
-        shutil.copyfile(final_picture, w / "samples.png")
+        write_atomically(w / "samples.png", final_picture.read_bytes())
         records = [json.loads(line) for line in (w / METRICS_FILE).read_text().splitlines()]
         visualize.save_curves(records, w / "curves.png", title=w.name)
     return state, last, samples
@@ -527,19 +644,15 @@ def _process_item(run: Run, step: int, seed: int) -> dict:
 
 
 def _save_params(path: pathlib.Path, state: train_lib.GANState) -> None:
-    with open(path, "wb") as f:
-        f.write(
-            serialization.to_bytes(
-                {
-                    "generator_params": state.generator_params,
-                    "generator_ema_params": state.generator_ema_params,
-                    "generator_state": state.generator_state,
-                    "critic_params": state.critic_params,
-                    "critic_state": state.critic_state,
-                    "step": state.step,
-                }
-            )
-        )
+    saved = {
+        "generator_params": state.generator_params,
+        "generator_ema_params": state.generator_ema_params,
+        "generator_state": state.generator_state,
+        "critic_params": state.critic_params,
+        "critic_state": state.critic_state,
+        "step": state.step,
+    }
+    write_atomically(path, serialization.to_bytes(saved))
 
 
 def initial_state(run: Run) -> train_lib.GANState:
@@ -677,50 +790,51 @@ def train_and_evaluate(
     def run_states(state):
         return split_runs(run, parallel.unreplicate(state) if sharded else state)
 
-    checkpointer, state, start_step = _resume(workdir, workdirs, config, state)
-    if sharded:
-        state = parallel.replicate(state, parallel.devices(run.num_devices))
-    if jax.process_index() == 0:
-        _write_config(workdir, config)
-        if num_runs > 1:
-            _write_runs(workdir, run, seeds)
-        for w in workdirs:
-            (w / "samples").mkdir(parents=True, exist_ok=True)
-    one_replica = parallel.unreplicate if sharded else (lambda state: state)
-    state, lasts, fakes = _train_loop(
-        workdirs=workdirs,
-        state=state,
-        step_fn=step_fn,
-        next_batch=next_batch,
-        steps=run.steps,
-        log_every=run.log_every,
-        sample_every=run.sample_every,
-        save_samples=[sampler.save for sampler in samplers],
-        run_states=run_states,
-        on_progress=on_progress,
-        start_step=start_step,
-        checkpoint_every=run.checkpoint_every,
-        save_checkpoint=lambda state, step: checkpointer.save(step, one_replica(state)),
-        diagnose_every=run.diagnose_every,
-        diagnose=_diagnostics(run) if run.diagnose_every else None,
-        eval_every=run.eval_every,
-        evaluate=_evaluator(run, seeds) if run.eval_every else None,
-    )
-    checkpointer.close()
-    if jax.process_index() != 0:
-        return {**lasts[0], "wall_seconds": time.perf_counter() - start}
-    summaries = []
-    for w, run_state, last, fake, seed in zip(workdirs, run_states(state), lasts, fakes, seeds):
-        _save_params(w / PARAMS_FILE, run_state)
-        last.update(_summary(run.dataset, fake))
-        if run.step.info is not None and hasattr(run.dataset, "labels"):
-            sample_key = jax.random.split(jax.random.key(seed))[1]
-            last.update(_code_purity(run, run_state, sample_key))
-        summaries.append(last)
-    wall = time.perf_counter() - start
-    if num_runs == 1:
-        return {**summaries[0], "wall_seconds": wall}
-    return {"runs": summaries, "wall_seconds": wall}
+    with one_writer(workdir):
+        checkpointer, state, start_step = _resume(workdir, workdirs, config, state)
+        if sharded:
+            state = parallel.replicate(state, parallel.devices(run.num_devices))
+        if jax.process_index() == 0:
+            _write_config(workdir, config)
+            if num_runs > 1:
+                _write_runs(workdir, run, seeds)
+            for w in workdirs:
+                (w / "samples").mkdir(parents=True, exist_ok=True)
+        one_replica = parallel.unreplicate if sharded else (lambda state: state)
+        state, lasts, fakes = _train_loop(
+            workdirs=workdirs,
+            state=state,
+            step_fn=step_fn,
+            next_batch=next_batch,
+            steps=run.steps,
+            log_every=run.log_every,
+            sample_every=run.sample_every,
+            save_samples=[sampler.save for sampler in samplers],
+            run_states=run_states,
+            on_progress=on_progress,
+            start_step=start_step,
+            checkpoint_every=run.checkpoint_every,
+            save_checkpoint=lambda state, step: checkpointer.save(step, one_replica(state)),
+            diagnose_every=run.diagnose_every,
+            diagnose=_diagnostics(run) if run.diagnose_every else None,
+            eval_every=run.eval_every,
+            evaluate=_evaluator(run, seeds) if run.eval_every else None,
+        )
+        checkpointer.close()
+        if jax.process_index() != 0:
+            return {**lasts[0], "wall_seconds": time.perf_counter() - start}
+        summaries = []
+        for w, run_state, last, fake, seed in zip(workdirs, run_states(state), lasts, fakes, seeds):
+            _save_params(w / PARAMS_FILE, run_state)
+            last.update(_summary(run.dataset, fake))
+            if run.step.info is not None and hasattr(run.dataset, "labels"):
+                sample_key = jax.random.split(jax.random.key(seed))[1]
+                last.update(_code_purity(run, run_state, sample_key))
+            summaries.append(last)
+        wall = time.perf_counter() - start
+        if num_runs == 1:
+            return {**summaries[0], "wall_seconds": wall}
+        return {"runs": summaries, "wall_seconds": wall}
 
 
 def _write_runs(workdir: pathlib.Path, run: Run, seeds: list[int]) -> None:
@@ -728,8 +842,7 @@ def _write_runs(workdir: pathlib.Path, run: Run, seeds: list[int]) -> None:
     if run.sweep is not None:
         for entry, value in zip(runs, run.sweep.values):
             entry[run.sweep.name] = value
-    with open(workdir / RUNS_FILE, "w") as f:
-        json.dump(runs, f, indent=2)
+    write_atomically(workdir / RUNS_FILE, json.dumps(runs, indent=2))
 
 
 def _code_purity(
@@ -823,31 +936,28 @@ def train_vae(
             visualize.save_image_grid(samples, path, columns=8)
         return samples
 
-    checkpointer, state, start_step = _resume(workdir, [workdir], config, state)
-    _write_config(workdir, config)
-    (workdir / "samples").mkdir(exist_ok=True)
-    state, (last,), (samples,) = _train_loop(
-        workdirs=[workdir],
-        state=state,
-        step_fn=jax.jit(vae_lib.make_vae_train_step(run.config), donate_argnums=0),
-        next_batch=lambda step: run.dataset.batch(step - 1, run.batch_size, run.seed),
-        steps=run.steps,
-        log_every=run.log_every,
-        sample_every=run.sample_every,
-        save_samples=[save_samples],
-        run_states=lambda state: [state],
-        on_progress=on_progress,
-        start_step=start_step,
-        checkpoint_every=run.checkpoint_every,
-        save_checkpoint=lambda state, step: checkpointer.save(step, state),
-    )
-    checkpointer.close()
-    with open(workdir / PARAMS_FILE, "wb") as f:
-        f.write(
-            serialization.to_bytes(
-                {"params": state.params, "ema_params": state.ema_params, "step": state.step}
-            )
+    with one_writer(workdir):
+        checkpointer, state, start_step = _resume(workdir, [workdir], config, state)
+        _write_config(workdir, config)
+        (workdir / "samples").mkdir(exist_ok=True)
+        state, (last,), (samples,) = _train_loop(
+            workdirs=[workdir],
+            state=state,
+            step_fn=jax.jit(vae_lib.make_vae_train_step(run.config), donate_argnums=0),
+            next_batch=lambda step: run.dataset.batch(step - 1, run.batch_size, run.seed),
+            steps=run.steps,
+            log_every=run.log_every,
+            sample_every=run.sample_every,
+            save_samples=[save_samples],
+            run_states=lambda state: [state],
+            on_progress=on_progress,
+            start_step=start_step,
+            checkpoint_every=run.checkpoint_every,
+            save_checkpoint=lambda state, step: checkpointer.save(step, state),
         )
+        checkpointer.close()
+        saved = {"params": state.params, "ema_params": state.ema_params, "step": state.step}
+        write_atomically(workdir / PARAMS_FILE, serialization.to_bytes(saved))
     last.update(_summary(run.dataset, samples))
     last["wall_seconds"] = time.perf_counter() - start
     return last

@@ -6,11 +6,18 @@ import math
 import os
 from collections.abc import Callable
 
-import matplotlib
-
-matplotlib.use("Agg")  # Files only; never a window.
-import matplotlib.pyplot as plt
 import numpy as np
+
+
+def _pyplot():
+    """matplotlib's pyplot, drawing to files only (never a window); imported on first use,
+    so that commands which fail early or draw nothing start fast."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
@@ -31,6 +38,7 @@ def save_image_grid(
     images: np.ndarray, path: str | os.PathLike, columns: int | None = None, scale: int = 4
 ) -> None:
     """Writes a grid of images in [-1, 1] as a PNG, each pixel ``scale`` x ``scale``."""
+    plt = _pyplot()
     grid = image_grid(images, columns)
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     if grid.shape[-1] == 1:
@@ -59,6 +67,7 @@ def save_critic_contour(
       resolution: grid points per side.
       title: figure title.
     """
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if critic_fn is not None:
         axis = np.linspace(-extent, extent, resolution, dtype=np.float32)
@@ -95,6 +104,7 @@ def save_curves(records: list[dict[str, float]], path: str | os.PathLike, title:
       path: the PNG to write.
       title: the figure's title.
     """
+    plt = _pyplot()
     panels = []
     for label, names in CURVES:
         present = [name for name in names if any(name in r for r in records)]
@@ -130,6 +140,7 @@ def save_tracking(
     title: str = "",
 ) -> None:
     """Two quantities over training on twin axes, and one against the other."""
+    plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     left.plot(steps, estimate, color="tab:blue", marker=".")
     left.set_xlabel("generator step")
