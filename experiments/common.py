@@ -334,11 +334,11 @@ def _sweep():
 
 def build_run():
     """Composes data, models, optimizers and step settings from the flags."""
+    _check_flags()  # Before importing JAX: a typo is reported at once.
     import jax
 
     from gans import models, parallel, runner, train
 
-    _check_flags()
     penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
     if FLAGS.num_runs < 1:
         raise UserError(f"--num_runs must be >= 1, got {FLAGS.num_runs}.")
@@ -462,8 +462,6 @@ GAN_ONLY_FLAGS = (
 
 def build_vae_run(*, beta: float, variance: float):
     """The VAE baseline on the same data, with the GAN's generator as its decoder."""
-    from gans import models, runner, train, vae
-
     given = [name for name in GAN_ONLY_FLAGS if FLAGS[name].present]
     if given:
         raise UserError(
@@ -475,6 +473,8 @@ def build_vae_run(*, beta: float, variance: float):
     if FLAGS.num_runs != 1 or FLAGS.sweep is not None:
         raise UserError("the VAE trains one run at a time; drop --num_runs and --sweep.")
     _check_flags()
+    from gans import models, runner, train, vae
+
     try:
         dataset = _dataset()
         kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
@@ -585,11 +585,11 @@ def fail(message: str) -> None:
 
 def main(build=build_run) -> None:
     """Builds the run from the flags, trains it, and reports; user errors exit non-zero."""
-    from gans import runner
-
     try:
         _initialize_distributed()
         run = build()
+        from gans import runner
+
         workdir = runner.check_workdir(FLAGS.workdir)
     except ValueError as e:
         fail(str(e))

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cli import FLAGS, environment, metric_lines, run_experiment
+from test_checkpoints import make_run
 
-from gans import checkpoints, data, models, runner, train
+from gans import checkpoints, data, runner
 
 TOY = [
     f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}",
@@ -267,31 +268,6 @@ def test_bad_input_is_one_clear_sentence_and_touches_nothing(tmp_path, row, requ
 # Non-finite values.
 
 
-def make_run(**options):
-    optimizer = train.make_optimizer("adam", 1e-3, b1=0.5, b2=0.9)
-    settings = dict(
-        dataset=data.get_dataset("8gaussians"),
-        generator=models.MLPGenerator(out_dim=2, hidden=(16, 16)),
-        critic=models.MLPCritic(hidden=(16, 16)),
-        generator_tx=optimizer,
-        critic_tx=optimizer,
-        step=train.StepConfig(
-            loss="wasserstein",
-            z_dim=2,
-            penalty="gradient_penalty",
-            penalty_options=(("weight", 0.1),),
-        ),
-        n_critic=2,
-        batch_size=16,
-        steps=12,
-        log_every=2,
-        checkpoint_every=3,
-        num_samples=50,
-    )
-    settings.update(options)
-    return runner.Run(**settings)
-
-
 @dataclasses.dataclass(frozen=True)
 class Poisoned:
     """A dataset whose real batch of one step is all ``value`` (NaN or infinity)."""
@@ -323,7 +299,8 @@ def test_a_non_finite_value_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path, value, log_every, stopped_at, kept
 ):
     dataset = data.get_dataset("8gaussians")
-    run = make_run(dataset=Poisoned(dataset, step=7, value=value), log_every=log_every)
+    poisoned = Poisoned(dataset, step=7, value=value)
+    run = make_run(dataset=poisoned, log_every=log_every, checkpoint_every=3)
     with pytest.raises(runner.NonFiniteError) as error:
         runner.train_and_evaluate(run, tmp_path)
     message = str(error.value)
