@@ -1,0 +1,143 @@
+"""The mode-coverage reproduction: end to end on tiny settings, and the properties it rests on."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.paper import mode_coverage
+from gans import runner
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = mode_coverage.Settings(steps=2, seeds=2, batch_size=16, log_every=1, checkpoint_every=0)
+
+
+def _kernels(params) -> list[np.ndarray]:
+    return [np.asarray(params[f"Dense_{i}"]["kernel"]) for i in range(len(params))]
+
+
+def _is_scaled_orthogonal(kernel: np.ndarray, scale: float) -> bool:
+    """W^T W = scale^2 I for a square or tall kernel, W W^T = scale^2 I for a wide one."""
+    w = kernel / scale
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    return np.allclose(gram, np.eye(len(gram)), atol=1e-5)
+
+
+def test_both_players_have_the_protocols_architecture():
+    generator, critic = mode_coverage.models(init_scale=1.4)
+    key = jax.random.key(0)
+    g_params = generator.init(key, jnp.zeros((1, mode_coverage.Z_DIM)))["params"]
+    d_params = critic.init(key, jnp.zeros((1, 2)))["params"]
+    g_kernels, d_kernels = _kernels(g_params), _kernels(d_params)
+    assert [k.shape for k in g_kernels] == [(256, 128), (128, 128), (128, 2)]
+    assert [k.shape for k in d_kernels] == [(2, 128), (128, 128), (128, 1)]
+    for kernel in g_kernels + d_kernels:
+        assert _is_scaled_orthogonal(kernel, 1.4), kernel.shape
+        assert not _is_scaled_orthogonal(kernel, 1.0), kernel.shape  # The gain is applied.
+    assert generator.activation is nn.tanh and critic.activation is nn.tanh
+    biases = [np.asarray(p["bias"]) for p in (*g_params.values(), *d_params.values())]
+    assert all(not b.any() for b in biases)
+    # Tanh hidden units: a large input saturates, so the output stays within |W_out|_1 + |b|.
+    out = generator.apply({"params": g_params}, 1e3 * jnp.ones((1, mode_coverage.Z_DIM)))
+    assert np.all(np.abs(out) <= np.abs(g_kernels[-1]).sum(0) + 1e-4)
+
+
+def _ours(table: pathlib.Path) -> list[str]:
+    return [line for line in table.read_text().splitlines() if line.startswith("| ours")]
+
+
+def _redraw_from_the_command_line(workdir: pathlib.Path, out: pathlib.Path, *flags: str):
+    xla = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla)
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.paper.mode_coverage",
+        f"--workdir={workdir}",
+        f"--table={out / 'table.md'}",
+        f"--picture={out / 'picture.png'}",
+        "--redraw",
+        *flags,
+    ]
+    return subprocess.run(
+        command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+# One test for the costly part: under pytest-xdist a shared fixture would train once per worker.
+def test_end_to_end_and_seed_k_of_the_vmapped_program_is_the_single_run_of_seed_k(tmp_path):
+    # The whole table on tiny settings: DRAGAN on ring-8, 2 seeds as one vmapped program.
+    mode_coverage.run_table(
+        ["dragan"],
+        ["ring8"],
+        TINY,
+        workdir=tmp_path / "runs",
+        table=tmp_path / "table.md",
+        picture=tmp_path / "picture.png",
+        log=lambda line: None,
+    )
+    text = (tmp_path / "table.md").read_text()
+    assert f"- **Not the protocol: {TINY.steps} generator steps, not 25,000.**" in text
+    assert "- **Not the protocol: batch 16, not 512.**" in text
+    ours = _ours(tmp_path / "table.md")
+    assert len(ours) == 1 and "| DRAGAN (lambda 10) |" in ours[0], ours
+    assert f"{TINY.steps} steps, 2 seeds" in ours[0]
+    assert "| VEEGAN T1 | Unrolled GAN | 7.6 |" in text and "| GDPP T1 | WGAN-GP | 6.8 |" in text
+    assert "grid25" not in text  # Only the dataset asked for.
+    records = json.loads((tmp_path / "runs" / "results.json").read_text())
+    assert [r["seeds"] for r in records] == [[0, 1]]
+    assert all(0 <= r["modes"] <= r["modes_any"] <= 8 for r in records[0]["runs"])
+    assert (tmp_path / "picture.png").stat().st_size > 1000
+
+    # The program reads its flagfile and redraws the table from the records, training nothing.
+    flagfile = ROOT / "experiments" / "flags" / "paper_mode_coverage.cfg"
+    redrawn = tmp_path / "redrawn"
+    result = _redraw_from_the_command_line(tmp_path / "runs", redrawn, f"--flagfile={flagfile}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (redrawn / "table.md").read_text()
+    assert "- **Not the protocol: 1,500 generator steps, not 25,000.**" in text
+    assert f"--flagfile={flagfile}" in text and "--redraw" not in text
+    assert _ours(redrawn / "table.md") == ours
+    assert (redrawn / "picture.png").stat().st_size > 1000
+    missing = _redraw_from_the_command_line(tmp_path / "none", redrawn)
+    assert missing.returncode == 2 and "train first" in missing.stderr
+
+    # Seed 1 of the vmapped program is the run of seed 1 alone.
+    together = mode_coverage.build_run("dragan", "ring8", TINY)
+    vmapped = mode_coverage.final_samples(together, tmp_path / "runs" / "dragan_ring8")
+    alone = mode_coverage.build_run("dragan", "ring8", TINY, seed=1, num_runs=1)
+    summary = runner.train_and_evaluate(alone, tmp_path / "alone")
+    (single,) = mode_coverage.final_samples(alone, tmp_path / "alone")
+    assert [s.shape for s in vmapped] == [(2500, 2)] * 2
+    np.testing.assert_allclose(vmapped[1], single, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(vmapped[0], vmapped[1], atol=1e-3)  # Each run has its own seed.
+    # The samples the table scores are the ones the runner scored.
+    scores = mode_coverage.score(single, "ring8")
+    for name in ("modes", "high_quality", "reverse_kl"):
+        assert scores[name] == summary[name], name
+    assert records[0]["runs"][1] == mode_coverage.score(vmapped[1], "ring8")
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown loss 'wgan-gp'; known: ns_gan, mm_gan"):
+        mode_coverage.check_names(["wgan-gp"], ["ring8"])
+    with pytest.raises(ValueError, match="unknown dataset 'ring'; known: ring8, grid25"):
+        mode_coverage.check_names(["wgan"], ["ring"])
+    with pytest.raises(ValueError, match="--steps must be >= 1"):
+        mode_coverage.Settings(steps=0)
+
+
+def test_departures_from_the_protocol_are_named():
+    assert mode_coverage.departures(mode_coverage.Settings()) == []
+    shortened = mode_coverage.Settings(steps=1500, critic_lr=1e-3)
+    assert mode_coverage.departures(shortened) == [
+        "1,500 generator steps, not 25,000",
+        "the discriminator's Adam rate 0.001, not 0.0001",
+    ]
