@@ -12,8 +12,12 @@ process killed mid-save leaves the previous checkpoints intact; the last few are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import sys
+import tempfile
+import time
 from typing import Any
 
 import jax
@@ -46,6 +50,36 @@ def _from_saved(saved: PyTree, template: PyTree) -> PyTree:
     raw = jax.tree.map(lambda leaf: jax.random.key_data(leaf) if _is_key(leaf) else leaf, template)
     restored = serialization.from_state_dict(raw, saved)
     return jax.tree.map(restore, template, restored)
+
+
+@contextlib.contextmanager
+def _without_closed_loop_noise():
+    """Passes on what is written to stderr meanwhile, unless it is a failed restore's noise.
+
+    When a damaged checkpoint fails to restore, Orbax closes its event loop while TensorStore
+    reads of the other arrays are still in flight, and their threads print "Event loop is
+    closed" tracebacks. Those (and only on failure) are dropped: the error says what is wrong.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            time.sleep(0.2)  # The reads in flight finish, and print, meanwhile.
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            if text and not (failed and "Event loop is closed" in text):
+                sys.stderr.write(text)
+                sys.stderr.flush()
 
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
@@ -108,7 +142,8 @@ class Checkpointer:
             jax.device_get(_to_saveable(template)),
         )
         try:
-            saved = self._manager.restore(step, args=self._args.StandardRestore(target))
+            with _without_closed_loop_noise():
+                saved = self._manager.restore(step, args=self._args.StandardRestore(target))
         except Exception as error:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
             reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
             if not any(marker in reason for marker in _MISMATCH):

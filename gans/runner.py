@@ -360,10 +360,15 @@ def _resume(
     """Opens the run's checkpoints; returns them, the state to start from and its step."""
     try:
         _check_same_settings(workdir, config)
-        checkpointer = checkpoints.Checkpointer(workdir)
+    except ValueError as error:
+        raise ResumeError(str(error)) from None
+    checkpointer = checkpoints.Checkpointer(workdir)
+    try:
         start = checkpointer.latest_step() or 0
         state = checkpointer.restore(template, start) if start else template
     except ValueError as error:
+        # Closed before exiting: Orbax's background threads must not outlive the error.
+        checkpointer.close()
         raise ResumeError(str(error)) from None
     if jax.process_index() == 0:
         for w in workdirs:
@@ -697,8 +702,8 @@ def restore(run: Run, workdir: str | os.PathLike) -> tuple[list[train_lib.GANSta
     Raises:
       ResumeError: no checkpoint, or one that does not fit ``run``.
     """
+    checkpointer = checkpoints.Checkpointer(workdir)
     try:
-        checkpointer = checkpoints.Checkpointer(workdir)
         step = checkpointer.latest_step()
         if step is None:
             raise ValueError(
@@ -706,9 +711,10 @@ def restore(run: Run, workdir: str | os.PathLike) -> tuple[list[train_lib.GANSta
                 "the first --checkpoint_every steps)."
             )
         state = checkpointer.restore(initial_state(run), step)
-        checkpointer.close()
     except ValueError as error:
         raise ResumeError(str(error)) from None
+    finally:
+        checkpointer.close()
     return split_runs(run, state), step
 
 
