@@ -1,18 +1,40 @@
 """Times one training iteration (n_critic critic updates + one generator update).
 
     python -m experiments.benchmark --settings=toy,dcgan32 [--compare_torch]
+    python -m experiments.benchmark --settings=convs
 
-Prints one JSON line per setting: median ms per iteration over ``--repeats``
-timed runs of ``--iters`` iterations each, after compilation and warm-up. With
-``--compare_torch`` it runs the plain PyTorch reference steps in
-``../shared/reference/`` (if PyTorch is installed) with the same sizes, in the
-same sitting, and prints the ratio.
+Prints one JSON line per setting, with
+
+- ``ms_per_iter``: the median over ``--repeats`` timed runs of ``--iters`` iterations each,
+  after compilation and ``--warmup`` iterations (``ms_per_iter_min``: the fastest run);
+- ``images_per_s``: real images read by the critic per second (``n_critic * batch`` an
+  iteration), and ``examples_per_s``, which also counts the generator update's batch;
+- ``compile_s``: tracing, lowering and compiling the step (before its first call);
+- ``gflop_per_iter``: XLA's cost analysis of one iteration with every critic update counted
+  (a rolled ``lax.scan`` body is counted once by XLA, so the count is taken from the step with
+  one and with two critic updates, both straight-line code, and extrapolated linearly);
+- ``gflops`` and ``peak_fraction``: achieved FLOP/s, and its fraction of the FLOP/s of a
+  ``--peak_size``-square float32 matrix product timed between the repeats (same process, same
+  load: the ratio survives a busy machine better than either number);
+- ``program_mb``: XLA's buffer assignment for the step (arguments, outputs and temporaries,
+  donated buffers counted once), and ``max_rss_mb``: the process's peak resident memory.
+
+With ``--compare_torch`` it runs the plain PyTorch reference steps in ``../shared/reference/``
+(if PyTorch is installed) with the same sizes, in the same sitting, and prints the ratio.
+
+``convs`` times the DCGAN-32 layers alone, each way of ``gans.models.layers.IMPLEMENTATIONS``
+in turn within every repeat (so a busy machine slows them alike): the generator's transposed
+convolutions (value and gradient with respect to input and kernel) and the critic's strided
+convolutions (the gradient penalty's double backpropagation, with respect to the kernel).
+Compare timings only from runs on the same, otherwise idle, machine.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,7 +46,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("settings", ["toy", "dcgan32"], "Named settings to time: toy, dcgan32.")
 flags.DEFINE_integer("iters", 10, "Iterations per timed repeat.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
+flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation.")
 flags.DEFINE_integer("batch_size", 0, "Override the setting's batch size (0: keep).")
+flags.DEFINE_integer("peak_size", 2048, "Side of the square matrix product timed as the peak.")
+flags.DEFINE_enum(
+    "conv_implementation",
+    "auto",
+    ["auto", "native", "sub_pixel", "sub_pixel_matmul"],
+    "How the DCGAN models compute their convolutions (gans.models.layers.IMPLEMENTATIONS).",
+)
 flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch reference in this run.")
 flags.DEFINE_string(
     "reference_dir",
@@ -37,9 +67,15 @@ SETTINGS = {
     "toy": ("torch_toy.py", 256, "WGAN-GP toy: 3x512 ReLU MLPs, lambda 0.1, n_critic 5"),
     "dcgan32": ("torch_dcgan.py", 64, "WGAN-GP DCGAN 32x32x3, width 64, lambda 10, n_critic 5"),
 }
+N_CRITIC = 5
+# Layer microbenchmarks: (input side, input channels, output channels) at the setting's batch.
+CONV_SETTING = "convs"
+TRANSPOSED_LAYERS = ((4, 256, 128), (8, 128, 64), (16, 64, 3))  # The DCGAN-32 generator's.
+STRIDED_LAYERS = ((32, 3, 64), (16, 64, 128), (8, 128, 256))  # The DCGAN-32 critic's.
 
 
-def _build(name: str, batch: int):
+def _build(name: str, batch: int, n_critic: int = N_CRITIC):
+    """The setting's unjitted train step, its initial state and ``n_critic`` real batches."""
     import jax
     import jax.numpy as jnp
 
@@ -49,8 +85,13 @@ def _build(name: str, batch: int):
         generator, critic = models.MLPGenerator(out_dim=2), models.MLPCritic()
         z_dim, shape, weight, b1 = 2, (2,), 0.1, 0.5
     else:
-        generator = models.DCGANGenerator(image_size=32, channels=3, width=64)
-        critic = models.DCGANCritic(width=64, normalization="none")
+        implementation = FLAGS.conv_implementation
+        generator = models.DCGANGenerator(
+            image_size=32, channels=3, width=64, conv_implementation=implementation
+        )
+        critic = models.DCGANCritic(
+            width=64, normalization="none", conv_implementation=implementation
+        )
         z_dim, shape, weight, b1 = 128, (32, 32, 3), 10.0, 0.0
     config = train.StepConfig(
         loss="wasserstein",
@@ -67,39 +108,185 @@ def _build(name: str, batch: int):
         example=jnp.zeros((batch,) + shape),
         key=jax.random.key(0),
     )
-    batches = {"x": jax.random.uniform(jax.random.key(1), (5, batch) + shape, minval=-1.0)}
-    return jax.jit(train.make_train_step(config), donate_argnums=0), state, batches
+    real = jax.random.uniform(jax.random.key(1), (n_critic, batch) + shape, minval=-1.0)
+    return train.make_train_step(config), state, {"x": real}
+
+
+def _flops(lowered) -> float:
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, list | tuple):  # One entry per program on some versions.
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+def flops_per_iteration(name: str, batch: int, n_critic: int) -> float:
+    """XLA's FLOP count of one iteration, each of the ``n_critic`` critic updates counted.
+
+    ``f(n) = f(1) + (n - 1) (f(2) - f(1))`` from the (unoptimised) step with one and two
+    critic updates, which the train step lays out straight (no loop for XLA to count once).
+    """
+    import jax
+
+    counts = []
+    for n in (1, 2):
+        step, state, batches = _build(name, batch, n)
+        counts.append(_flops(jax.jit(step).lower(state, batches)))
+    return counts[0] + (n_critic - 1) * (counts[1] - counts[0])
+
+
+def _matmul_timer(size: int):
+    """Returns a function timing one ``size x size`` float32 product, in FLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(product(a))
+
+    def flops_per_s() -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(product(a))
+        return 2 * size**3 / (time.perf_counter() - start)
+
+    return flops_per_s
+
+
+def _program_mb(compiled) -> float | None:
+    memory = compiled.memory_analysis()
+    if memory is None:
+        return None
+    total = (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        - memory.alias_size_in_bytes
+        + memory.temp_size_in_bytes
+    )
+    return round(total / 2**20, 1)
 
 
 def time_jax(name: str, batch: int) -> dict:
     import jax
 
+    from gans.models import layers
+
     step, state, batches = _build(name, batch)
     start = time.perf_counter()
-    state, metrics = step(state, batches)
-    jax.block_until_ready(metrics)
+    compiled = jax.jit(step, donate_argnums=0).lower(state, batches).compile()
     compile_seconds = time.perf_counter() - start
-    for _ in range(2):
-        state, metrics = step(state, batches)
+    for _ in range(max(FLAGS.warmup, 1)):
+        state, metrics = compiled(state, batches)
     jax.block_until_ready(metrics)
-    times = []
+    matmul_flops_per_s = _matmul_timer(FLAGS.peak_size)
+    times, peaks = [], []
     for _ in range(FLAGS.repeats):
         start = time.perf_counter()
         for _ in range(FLAGS.iters):
-            state, metrics = step(state, batches)
+            state, metrics = compiled(state, batches)
         jax.block_until_ready(metrics)
-        times.append((time.perf_counter() - start) / FLAGS.iters * 1e3)
-    ms = statistics.median(times)
-    return {
+        times.append((time.perf_counter() - start) / FLAGS.iters)
+        peaks.append(max(matmul_flops_per_s() for _ in range(3)))
+    seconds, peak = statistics.median(times), statistics.median(peaks)
+    flops = flops_per_iteration(name, batch, N_CRITIC)
+    result = {
         "impl": "jax",
         "bench": name,
         "batch": batch,
-        "ms_per_iter": round(ms, 3),
-        "examples_per_s": round(batch * 6 / ms * 1e3, 1),
-        "first_step_s": round(compile_seconds, 2),
+        "n_critic": N_CRITIC,
+        "ms_per_iter": round(seconds * 1e3, 3),
+        "ms_per_iter_min": round(min(times) * 1e3, 3),
+        "images_per_s": round(batch * N_CRITIC / seconds, 1),
+        "examples_per_s": round(batch * (N_CRITIC + 1) / seconds, 1),
+        "compile_s": round(compile_seconds, 2),
+        "gflop_per_iter": round(flops / 1e9, 3),
+        "gflops": round(flops / seconds / 1e9, 1),
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "peak_fraction": round(flops / seconds / peak, 3),
+        "program_mb": _program_mb(compiled),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+    if name == "dcgan32":
+        result["conv_implementation"] = layers.resolve_implementation(FLAGS.conv_implementation)
+    return result
+
+
+def _conv_programs(kind: str, side: int, c_in: int, c_out: int, batch: int):
+    """One jitted program per implementation, and its arguments, for one layer."""
+    import jax
+    import jax.numpy as jnp
+
+    from gans.models import layers
+
+    x = jax.random.normal(jax.random.key(0), (batch, side, side, c_in))
+    programs = {}
+    for implementation in layers.IMPLEMENTATIONS[1:]:
+        if kind == "transposed":
+            module = layers.SubPixelConvTranspose(
+                c_out, (4, 4), strides=(2, 2), padding="SAME", implementation=implementation
+            )
+        else:
+            module = layers.conv(
+                c_out,
+                (4, 4),
+                strides=(2, 2),
+                padding=((1, 1), (1, 1)),
+                implementation=implementation,
+            )
+        params = module.init(jax.random.key(1), x)["params"]
+        y = jax.eval_shape(module.apply, {"params": params}, x)
+        cotangent = jax.random.normal(jax.random.key(2), y.shape)
+
+        def output_loss(params, x, module=module, cotangent=cotangent):
+            return jnp.sum(module.apply({"params": params}, x) * cotangent)
+
+        def penalty(params, x, module=module, cotangent=cotangent):
+            def score(x):
+                return jnp.sum(
+                    jax.nn.leaky_relu(module.apply({"params": params}, x), 0.2) * cotangent
+                )
+
+            norms = jnp.sqrt(jnp.sum(jax.grad(score)(x) ** 2, axis=(1, 2, 3)))
+            return jnp.mean((norms - 1.0) ** 2)
+
+        if kind == "transposed":
+            program = jax.jit(jax.value_and_grad(output_loss, argnums=(0, 1)))
+        else:
+            program = jax.jit(jax.grad(penalty))
+        jax.block_until_ready(program(params, x))
+        programs[implementation] = (program, (params, x))
+    return programs
+
+
+def time_convs(batch: int) -> list[dict]:
+    """Median ms of each layer's program per implementation (see the module docstring)."""
+    import jax
+
+    results = []
+    for kind, shapes, what, batches in (
+        ("transposed", TRANSPOSED_LAYERS, "value_and_grad (input, kernel)", batch),
+        ("strided", STRIDED_LAYERS, "gradient-penalty grad (kernel)", 2 * batch),
+    ):
+        for side, c_in, c_out in shapes:
+            programs = _conv_programs(kind, side, c_in, c_out, batches)
+            times = {name: [] for name in programs}
+            for _ in range(FLAGS.repeats):
+                for name, (program, args) in programs.items():
+                    start = time.perf_counter()
+                    jax.block_until_ready(program(*args))
+                    times[name].append((time.perf_counter() - start) * 1e3)
+            out = side * 2 if kind == "transposed" else side // 2
+            results.append(
+                {
+                    "bench": CONV_SETTING,
+                    "layer": f"{kind} {side}x{side}x{c_in} -> {out}x{out}x{c_out}",
+                    "batch": batches,
+                    "timed": what,
+                    **{f"{name}_ms": round(statistics.median(t), 2) for name, t in times.items()},
+                }
+            )
+    return results
 
 
 def time_torch(name: str, batch: int) -> dict | None:
@@ -129,14 +316,19 @@ def time_torch(name: str, batch: int) -> dict | None:
 
 def main(argv):
     del argv
+    known = (*SETTINGS, CONV_SETTING)
     for name in FLAGS.settings:
-        if name not in SETTINGS:
+        if name not in known:
             print(
-                f"error: unknown setting {name!r}; known settings: {', '.join(SETTINGS)}.",
+                f"error: unknown setting {name!r}; known settings: {', '.join(known)}.",
                 file=sys.stderr,
             )
             sys.exit(2)
     for name in FLAGS.settings:
+        if name == CONV_SETTING:
+            for line in time_convs(FLAGS.batch_size or SETTINGS["dcgan32"][1]):
+                print(json.dumps(line), flush=True)
+            continue
         batch = FLAGS.batch_size or SETTINGS[name][1]
         ours = time_jax(name, batch)
         print(json.dumps(ours), flush=True)
@@ -152,6 +344,9 @@ def main(argv):
                         "bench": name,
                         "speedup_vs_torch": round(
                             reference["ms_per_iter"] / ours["ms_per_iter"], 2
+                        ),
+                        "torch_gflops": round(
+                            ours["gflop_per_iter"] / reference["ms_per_iter"] * 1e3, 1
                         ),
                     }
                 ),

@@ -13,7 +13,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gans.models.layers import apply_layer, copy_as
+from gans.models.layers import (
+    IMPLEMENTATIONS,
+    SubPixelConvTranspose,
+    apply_layer,
+    conv,
+    copy_as,
+)
 
 IMAGE_SIZES = (8, 16, 32, 64)
 NORMALIZATIONS = ("none", "layer", "batch")
@@ -28,6 +34,14 @@ def _num_stages(image_size: int) -> int:
     return int(math.log2(image_size // _BASE_SIZE))
 
 
+def _check_implementation(module: nn.Module) -> None:
+    if module.conv_implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"{type(module).__name__} conv_implementation must be one of {IMPLEMENTATIONS}, "
+            f"got {module.conv_implementation!r}."
+        )
+
+
 def _batch_norm(train: bool, axis_name: str | None) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here), so runs compare."""
     return nn.BatchNorm(
@@ -40,15 +54,26 @@ class Upsample2x(nn.Module):
 
     Attributes:
         features: Output channels.
+        implementation: How the transposed convolution is computed (``layers.IMPLEMENTATIONS``;
+            all give the same outputs from the same parameters).
     """
 
     features: int
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps [B, H, W, C] to [B, 2H, 2W, features]."""
         # Kernel 4, stride 2 matches PyTorch's ConvTranspose2d(k=4, s=2, p=1), bias included.
-        return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding="SAME")(x)
+        # Named as nn.ConvTranspose would be, so parameter trees and checkpoints are unchanged.
+        return SubPixelConvTranspose(
+            self.features,
+            (4, 4),
+            strides=(2, 2),
+            padding="SAME",
+            implementation=self.implementation,
+            name="ConvTranspose_0",
+        )(x)
 
 
 class DCGANGenerator(nn.Module):
@@ -60,6 +85,8 @@ class DCGANGenerator(nn.Module):
         width: Channels of the last hidden stage; earlier stages double it.
         batch_norm: Whether to normalise every hidden layer (DCGAN guideline).
         axis_name: Device axis over which batch statistics are averaged (under pmap).
+        conv_implementation: How the stride-2 transposed convolutions are computed
+            (``layers.IMPLEMENTATIONS``); ``"auto"`` is the fastest on the backend.
     """
 
     image_size: int = 32
@@ -67,6 +94,7 @@ class DCGANGenerator(nn.Module):
     width: int = 64
     batch_norm: bool = True
     axis_name: str | None = None
+    conv_implementation: str = "auto"
 
     def __post_init__(self):
         if self.image_size not in IMAGE_SIZES:
@@ -74,6 +102,7 @@ class DCGANGenerator(nn.Module):
                 f"{type(self).__name__} image_size must be one of {IMAGE_SIZES}, "
                 f"got {self.image_size}."
             )
+        _check_implementation(self)
         super().__post_init__()
 
     def _hidden(self, z: jax.Array, train: bool) -> list[jax.Array]:
@@ -95,14 +124,18 @@ class DCGANGenerator(nn.Module):
         x = normalize_and_activate(x)
         hidden = [jnp.reshape(x, (z.shape[0], _BASE_SIZE, _BASE_SIZE, base_channels))]
         for stage in range(num_stages - 1):
-            x = Upsample2x(base_channels // 2 ** (stage + 1))(hidden[-1])
+            x = self._upsample(base_channels // 2 ** (stage + 1))(hidden[-1])
             hidden.append(normalize_and_activate(x))
         return hidden
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
         """Returns images [B, image_size, image_size, channels]."""
-        return jnp.tanh(Upsample2x(self.channels)(self._hidden(z, train)[-1]))
+        return jnp.tanh(self._upsample(self.channels)(self._hidden(z, train)[-1]))
+
+    @nn.nowrap
+    def _upsample(self, features: int) -> Upsample2x:
+        return Upsample2x(features, implementation=self.conv_implementation)
 
 
 class DCGANTrunk(nn.Module):
@@ -121,6 +154,8 @@ class DCGANTrunk(nn.Module):
         spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
         downsampling: 'strided' (4x4 stride-2 convolutions, DCGAN) or 'avgpool' (3x3
             convolution then 2x2 average pooling); never max pooling.
+        conv_implementation: How the convolutions are computed (``layers.IMPLEMENTATIONS``;
+            ``"auto"`` is the fastest on the backend). Parameters and outputs do not depend on it.
     """
 
     width: int = 64
@@ -129,6 +164,7 @@ class DCGANTrunk(nn.Module):
     axis_name: str | None = None
     spectral_norm: bool = False
     downsampling: str = "strided"
+    conv_implementation: str = "auto"
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
@@ -142,6 +178,7 @@ class DCGANTrunk(nn.Module):
                 f"pooling, whose sparse gradients the notes warn against), got "
                 f"{self.downsampling!r}."
             )
+        _check_implementation(self)
         super().__post_init__()
 
     def _normalize(self, x: jax.Array, train: bool) -> jax.Array:
@@ -169,14 +206,19 @@ class DCGANTrunk(nn.Module):
                 f"{IMAGE_SIZES}, got shape {x.shape}."
             )
         for stage in range(_num_stages(x.shape[1])):
+            features = self.width * 2**stage
             if self.downsampling == "strided":
-                conv = nn.Conv(
-                    self.width * 2**stage, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))
+                layer = conv(
+                    features,
+                    (4, 4),
+                    strides=(2, 2),
+                    padding=((1, 1), (1, 1)),
+                    implementation=self.conv_implementation,
                 )
-                x = apply_layer(conv, x, spectral_norm=self.spectral_norm, train=train)
+                x = apply_layer(layer, x, spectral_norm=self.spectral_norm, train=train)
             else:  # A stride-1 conv, then 2x2 average pooling: every input gets gradient 1/4.
-                conv = nn.Conv(self.width * 2**stage, (3, 3), padding="SAME")
-                x = apply_layer(conv, x, spectral_norm=self.spectral_norm, train=train)
+                layer = conv(features, (3, 3), implementation=self.conv_implementation)
+                x = apply_layer(layer, x, spectral_norm=self.spectral_norm, train=train)
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
             if stage > 0:  # DCGAN: no normalisation on the input layer.
                 x = self._normalize(x, train)
@@ -214,6 +256,8 @@ class DCGANCritic(DCGANTrunk):
         spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
         downsampling: 'strided' (4x4 stride-2 convolutions, DCGAN) or 'avgpool' (3x3
             convolution then 2x2 average pooling); never max pooling.
+        conv_implementation: How the convolutions are computed (``layers.IMPLEMENTATIONS``;
+            ``"auto"`` is the fastest on the backend). Parameters and outputs do not depend on it.
     """
 
     @nn.compact

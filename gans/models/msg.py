@@ -16,7 +16,6 @@ from gans.models.dcgan import (
     IMAGE_SIZES,
     DCGANGenerator,
     DCGANTrunk,
-    Upsample2x,
     _num_stages,
 )
 from gans.models.layers import apply_layer, copy_as
@@ -66,7 +65,7 @@ class MSGGenerator(DCGANGenerator):
     def __call__(self, z: jax.Array, train: bool = True) -> tuple[jax.Array, ...]:
         """Returns ``num_scales_for(image_size)`` images [B, s, s, channels], s = 4, 8, ..., S."""
         hidden = self._hidden(z, train)
-        largest = jnp.tanh(Upsample2x(self.channels)(hidden[-1]))
+        largest = jnp.tanh(self._upsample(self.channels)(hidden[-1]))
         smaller = [
             jnp.tanh(nn.Conv(self.channels, (1, 1), name=f"to_rgb_{h.shape[1]}")(h)) for h in hidden
         ]
