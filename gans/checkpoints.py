@@ -13,6 +13,7 @@ process killed mid-save leaves the previous checkpoints intact; the last few are
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 import sys
@@ -58,7 +59,8 @@ def _without_closed_loop_noise():
 
     When a damaged checkpoint fails to restore, Orbax closes its event loop while TensorStore
     reads of the other arrays are still in flight, and their threads print "Event loop is
-    closed" tracebacks. Those (and only on failure) are dropped: the error says what is wrong.
+    closed" tracebacks, and asyncio later logs their tasks' errors as never retrieved. Those
+    (and only after a failure) are dropped: the error raised says what is wrong.
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -70,6 +72,8 @@ def _without_closed_loop_noise():
         except BaseException:
             failed = True
             time.sleep(0.2)  # The reads in flight finish, and print, meanwhile.
+            # Their tasks' errors would also be logged as "never retrieved" when collected.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
             raise
         finally:
             sys.stderr.flush()
