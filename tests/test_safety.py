@@ -409,6 +409,9 @@ def test_twenty_kills_at_random_moments_lose_and_repeat_nothing(tmp_path):
         tmp_path / "alone" / "params.msgpack"
     ).read_bytes()
     print(f"{kills_during_a_save} of 20 kills interrupted a checkpoint write")
+    # A checkpoint every 4 steps takes about half the loop's time: 9 of 20 in one run; none of
+    # 20 would have a chance of about 1e-5.
+    assert kills_during_a_save >= 1
 
 
 # Determinism.
