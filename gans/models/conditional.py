@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models.layers import apply_layer
+
 CRITIC_MODES = ("concat", "projection")
 
 
@@ -105,6 +107,10 @@ class ConditionalCritic(nn.Module):
             return self.base(x, train=train)
         features = self.base.trunk(name="trunk")(x, train=train)
         _check_labels(labels)
-        embedding = nn.Embed(self.num_classes, features.shape[-1], name="embed")(labels)
-        score = jnp.squeeze(nn.Dense(1, name="score")(features), axis=-1)
+        # A spectrally normalised base gets normalised heads, as in Miyato & Koyama's SNEmbedID
+        # and SNLinear; parameter names are unchanged either way.
+        normalised = dict(spectral_norm=getattr(self.base, "spectral_norm", False), train=train)
+        embed = nn.Embed(self.num_classes, features.shape[-1], name="embed")
+        embedding = apply_layer(embed, labels, **normalised)
+        score = jnp.squeeze(apply_layer(nn.Dense(1, name="score"), features, **normalised), -1)
         return score + jnp.sum(embedding * features, axis=-1)

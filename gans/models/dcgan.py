@@ -56,24 +56,28 @@ class Upsample2x(nn.Module):
         features: Output channels.
         implementation: How the transposed convolution is computed (``layers.IMPLEMENTATIONS``;
             all give the same outputs from the same parameters).
+        spectral_norm: Spectral normalisation of the transposed convolution (SAGAN, BigGAN).
     """
 
     features: int
     implementation: str = "auto"
+    spectral_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Maps [B, H, W, C] to [B, 2H, 2W, features]."""
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Maps [B, H, W, C] to [B, 2H, 2W, features]; `train` only drives spectral norm."""
         # Kernel 4, stride 2 matches PyTorch's ConvTranspose2d(k=4, s=2, p=1), bias included.
-        # Named as nn.ConvTranspose would be, so parameter trees and checkpoints are unchanged.
-        return SubPixelConvTranspose(
+        # Named as nn.ConvTranspose would be, so parameter trees and checkpoints are unchanged
+        # (with spectral norm too: the wrapper adds only its own "spectral_stats" entry).
+        layer = SubPixelConvTranspose(
             self.features,
             (4, 4),
             strides=(2, 2),
             padding="SAME",
             implementation=self.implementation,
             name="ConvTranspose_0",
-        )(x)
+        )
+        return apply_layer(layer, x, spectral_norm=self.spectral_norm, train=train)
 
 
 class DCGANGenerator(nn.Module):
@@ -87,6 +91,8 @@ class DCGANGenerator(nn.Module):
         axis_name: Device axis over which batch statistics are averaged (under pmap).
         conv_implementation: How the stride-2 transposed convolutions are computed
             (``layers.IMPLEMENTATIONS``); ``"auto"`` is the fastest on the backend.
+        spectral_norm: Spectral normalisation of every layer, the Dense and each transposed
+            convolution (SAGAN, Zhang et al., 2019; BigGAN). Off, the parameters are as before.
     """
 
     image_size: int = 32
@@ -95,6 +101,7 @@ class DCGANGenerator(nn.Module):
     batch_norm: bool = True
     axis_name: str | None = None
     conv_implementation: str = "auto"
+    spectral_norm: bool = False
 
     def __post_init__(self):
         if self.image_size not in IMAGE_SIZES:
@@ -120,22 +127,27 @@ class DCGANGenerator(nn.Module):
 
         # The PyTorch reference keeps biases before BatchNorm (its defaults); kept for equal counts.
         # BatchNorm acts on the flat features (BatchNorm1d there), i.e. per pixel and channel.
-        x = nn.Dense(_BASE_SIZE * _BASE_SIZE * base_channels)(z)
+        dense = nn.Dense(_BASE_SIZE * _BASE_SIZE * base_channels)
+        x = apply_layer(dense, z, spectral_norm=self.spectral_norm, train=train)
         x = normalize_and_activate(x)
         hidden = [jnp.reshape(x, (z.shape[0], _BASE_SIZE, _BASE_SIZE, base_channels))]
         for stage in range(num_stages - 1):
-            x = self._upsample(base_channels // 2 ** (stage + 1))(hidden[-1])
+            x = self._upsample(base_channels // 2 ** (stage + 1))(hidden[-1], train=train)
             hidden.append(normalize_and_activate(x))
         return hidden
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
         """Returns images [B, image_size, image_size, channels]."""
-        return jnp.tanh(self._upsample(self.channels)(self._hidden(z, train)[-1]))
+        # The output layer is built first: it is Upsample2x_0, as checkpoints name it.
+        output_layer = self._upsample(self.channels)
+        return jnp.tanh(output_layer(self._hidden(z, train)[-1], train=train))
 
     @nn.nowrap
     def _upsample(self, features: int) -> Upsample2x:
-        return Upsample2x(features, implementation=self.conv_implementation)
+        return Upsample2x(
+            features, implementation=self.conv_implementation, spectral_norm=self.spectral_norm
+        )
 
 
 class DCGANTrunk(nn.Module):

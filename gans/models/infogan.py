@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models.layers import apply_layer
 from gans.models.mlp import _hidden_layers
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -70,7 +71,8 @@ class InfoGANCritic(nn.Module):
     the continuous codes' unit-variance Gaussian. Parameters: ``trunk`` (the base critic's
     trunk), ``score`` (one linear unit, the base critic's final layer), ``Dense_i`` (Q's hidden
     layers) and ``q`` (Q's output layer). Q has no BatchNorm, unlike the paper's, so the critic
-    stays free of cross-example terms under a gradient penalty.
+    stays free of cross-example terms under a gradient penalty. A base with ``spectral_norm``
+    normalises every layer: its trunk's, the score and Q's.
 
     Attributes:
         base: A critic with a ``trunk()`` method (``DCGANCritic``, ``MLPCritic``, ``MSGCritic``).
@@ -98,11 +100,20 @@ class InfoGANCritic(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Returns ``(scores [B], {"logits": [B, K], "mean": [B, k]})``."""
+        spectral_norm = getattr(self.base, "spectral_norm", False)
+        layer = functools.partial(apply_layer, spectral_norm=spectral_norm, train=train)
         features = self.base.trunk(name="trunk")(x, train=train)
-        scores = jnp.squeeze(nn.Dense(1, name="score")(features), axis=-1)
+        scores = jnp.squeeze(layer(nn.Dense(1, name="score"), features), axis=-1)
         activation = functools.partial(nn.leaky_relu, negative_slope=self.leaky_slope)
-        hidden = _hidden_layers(features, self.q_hidden, activation, nn.linear.default_kernel_init)
-        q = nn.Dense(self.num_categories + self.num_continuous, name="q")(hidden)
+        hidden = _hidden_layers(
+            features,
+            self.q_hidden,
+            activation,
+            nn.linear.default_kernel_init,
+            spectral_norm,
+            train,
+        )
+        q = layer(nn.Dense(self.num_categories + self.num_continuous, name="q"), hidden)
         return scores, {"logits": q[:, : self.num_categories], "mean": q[:, self.num_categories :]}
 
 

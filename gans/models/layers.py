@@ -44,9 +44,24 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def apply_layer(layer: nn.Module, x: jax.Array, *, spectral_norm: bool, train: bool) -> jax.Array:
     """``layer(x)``, through spectral normalisation when asked (Miyato et al., 2018).
 
-    With ``spectral_norm`` the kernel is divided by its largest singular value, estimated by
-    one power iteration per call; the estimate is updated in training mode only. Called inside
-    a compact method.
+    With ``spectral_norm`` the layer runs with ``W / sigma(W)`` (``flax.linen.SpectralNorm``,
+    read in flax 0.12). ``W`` is the kernel as a matrix: a Dense kernel as it is, a (transposed)
+    convolution's ``[kh, kw, C_in, C_out]`` reshaped to ``[kh * kw * C_in, C_out]``, whose
+    largest singular value is what is normalised. That is the matrix of Miyato's Chainer code
+    (``W.reshape(out, -1)`` of an ``[out, in, kh, kw]`` kernel: the transpose, up to a column
+    order, so the same singular values), not the operator norm of the convolution itself, which
+    can be larger (for a stride-1 convolution by up to ``sqrt(kh * kw)``, each input pixel
+    reaching that many outputs). Biases and other 1-D parameters are left alone.
+
+    ``sigma`` comes from one power iteration per call (flax's ``n_steps=1``) started from the
+    stored right singular vector ``u`` ``[1, C_out]``: ``v = normalize(u W^T)``, ``u' =
+    normalize(v W)``, ``sigma = v W u'^T``, with ``u'`` and ``v`` held constant for the
+    gradient. With ``train=True`` (the module applied with ``SPECTRAL_COLLECTION`` mutable)
+    ``u'`` and that ``sigma`` are stored, so repeated training calls converge on the top
+    singular value; with ``train=False`` the same one-step estimate is computed and used but
+    nothing is stored, so evaluation changes no state. Called inside a compact method; the
+    wrapped layer keeps its parameter names, and the vectors live in the wrapper's
+    ``SPECTRAL_COLLECTION`` entry (``SpectralNorm_i: {"<layer>/kernel/u", ".../sigma"}``).
     """
     if not spectral_norm:
         return layer(x)

@@ -37,19 +37,23 @@ class MLPGenerator(nn.Module):
         hidden: Widths of the hidden layers.
         activation: Non-linearity after every hidden layer.
         kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
+        spectral_norm: Spectral normalisation of every layer (SAGAN, BigGAN).
     """
 
     out_dim: int = 2
     hidden: Sequence[int] = (512, 512, 512)
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
-        """Returns samples [B, out_dim]; `train` is accepted for the common contract and unused."""
-        del train  # No batch-dependent layers.
-        x = _hidden_layers(z, self.hidden, self.activation, self.kernel_init)
-        return nn.Dense(self.out_dim, kernel_init=self.kernel_init)(x)
+        """Returns samples [B, out_dim]; `train` only drives spectral normalisation's estimate."""
+        x = _hidden_layers(
+            z, self.hidden, self.activation, self.kernel_init, self.spectral_norm, train
+        )
+        dense = nn.Dense(self.out_dim, kernel_init=self.kernel_init)
+        return apply_layer(dense, x, spectral_norm=self.spectral_norm, train=train)
 
 
 class MLPTrunk(nn.Module):

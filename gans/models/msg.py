@@ -51,7 +51,8 @@ class MSGGenerator(DCGANGenerator):
     """Maps z [B, z_dim] to images at sides 4, 8, ..., image_size in [-1, 1], smallest first.
 
     The DCGAN generator's stages and parameter names unchanged (with the same parameters, its
-    largest image is exactly DCGANGenerator's output), plus a 1x1 convolution "toRGB" and tanh on each hidden stage (``to_rgb_{side}``).
+    largest image is exactly DCGANGenerator's output), plus a 1x1 convolution "toRGB" and tanh
+    on each hidden stage (``to_rgb_{side}``).
 
     Attributes:
         image_size: Side of the largest output; one of 8, 16, 32, 64.
@@ -59,17 +60,21 @@ class MSGGenerator(DCGANGenerator):
         width: Channels of the last hidden stage; earlier stages double it.
         batch_norm: Whether to normalise every hidden layer (DCGAN guideline).
         axis_name: Device axis over which batch statistics are averaged (under pmap).
+        conv_implementation: How the stride-2 transposed convolutions are computed.
+        spectral_norm: Spectral normalisation of every layer, the toRGB convolutions included.
     """
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = True) -> tuple[jax.Array, ...]:
         """Returns ``num_scales_for(image_size)`` images [B, s, s, channels], s = 4, 8, ..., S."""
         hidden = self._hidden(z, train)
-        largest = jnp.tanh(self._upsample(self.channels)(hidden[-1]))
-        smaller = [
-            jnp.tanh(nn.Conv(self.channels, (1, 1), name=f"to_rgb_{h.shape[1]}")(h)) for h in hidden
-        ]
-        return (*smaller, largest)
+        largest = jnp.tanh(self._upsample(self.channels)(hidden[-1], train=train))
+
+        def to_rgb(h: jax.Array) -> jax.Array:
+            layer = nn.Conv(self.channels, (1, 1), name=f"to_rgb_{h.shape[1]}")
+            return jnp.tanh(apply_layer(layer, h, spectral_norm=self.spectral_norm, train=train))
+
+        return (*[to_rgb(h) for h in hidden], largest)
 
 
 class MSGTrunk(DCGANTrunk):
@@ -87,6 +92,9 @@ class MSGTrunk(DCGANTrunk):
         normalization: After every convolution but the first: 'none', 'layer' or 'batch'.
         leaky_slope: Negative slope of the LeakyReLUs.
         axis_name: Device axis over which batch statistics are averaged (under pmap).
+        spectral_norm: Spectral normalisation of every layer, the fromRGB combiners included.
+        downsampling: 'strided' or 'avgpool', as in ``DCGANTrunk``.
+        conv_implementation: How the convolutions are computed (``layers.IMPLEMENTATIONS``).
         combine: 'cat' or 'lin_cat'.
     """
 
@@ -113,7 +121,8 @@ class MSGTrunk(DCGANTrunk):
         def add_image(stage: int, x: jax.Array) -> jax.Array:
             image = images[-stage - 2]  # Stage `stage` halves the side stage + 1 times.
             if self.combine == "lin_cat":
-                image = nn.Conv(x.shape[-1], (1, 1), name=f"from_rgb_{image.shape[1]}")(image)
+                layer = nn.Conv(x.shape[-1], (1, 1), name=f"from_rgb_{image.shape[1]}")
+                image = apply_layer(layer, image, spectral_norm=self.spectral_norm, train=train)
             return jnp.concatenate([x, image], axis=-1)
 
         return self._features(images[-1], train, after_stage=add_image)
@@ -142,6 +151,9 @@ class MSGCritic(MSGTrunk):
         normalization: After every convolution but the first: 'none', 'layer' or 'batch'.
         leaky_slope: Negative slope of the LeakyReLUs.
         axis_name: Device axis over which batch statistics are averaged (under pmap).
+        spectral_norm: Spectral normalisation of every layer, the fromRGB combiners included.
+        downsampling: 'strided' or 'avgpool', as in ``DCGANTrunk``.
+        conv_implementation: How the convolutions are computed (``layers.IMPLEMENTATIONS``).
         combine: 'cat' or 'lin_cat'.
     """
 
