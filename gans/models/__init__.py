@@ -13,11 +13,27 @@ from gans.models.infogan import (
     sample_codes,
 )
 from gans.models.mlp import MLPCritic, MLPGenerator, MLPTrunk
+from gans.models.attention import SelfAttention
+from gans.models.resnet import (
+    ConditionalBatchNorm,
+    ResNetCritic,
+    ResNetGenerator,
+    ResNetTrunk,
+    sngan_cifar_resnet,
+    wgan_gp_cifar_resnet,
+)
 from gans.models.msg import MSGCritic, MSGGenerator, MSGTrunk, image_pyramid, num_scales_for
 from gans.models.vae import VAE, VAEEncoder
 
 __all__ = [
     "VAE",
+    "ConditionalBatchNorm",
+    "ResNetCritic",
+    "ResNetGenerator",
+    "ResNetTrunk",
+    "SelfAttention",
+    "sngan_cifar_resnet",
+    "wgan_gp_cifar_resnet",
     "ConditionalCritic",
     "ConditionalGenerator",
     "DCGANCritic",

@@ -1,0 +1,569 @@
+"""The residual generator and critic of WGAN-GP's and SNGAN's CIFAR-10 results.
+
+Gulrajani et al. (2017), "Improved Training of Wasserstein GANs", released
+``gan_cifar_resnet.py``, and Miyato et al. (2018), "Spectral Normalization for Generative
+Adversarial Networks", released ``pfnet-research/sngan_projection``
+(``gen_models/resnet_32.py`` and ``resblocks.py``, ``dis_models/snresnet_32.py`` and
+``resblocks.py``): the same blocks in both, every block ``width`` channels wide.
+
+Generator: ``z -> Dense -> [base, base, width]``, up-blocks, BatchNorm, ReLU, 3x3 conv, tanh.
+An up-block (``UpBlock``) computes ``conv3(relu(BN2(conv3(up(relu(BN1(x))))))) + conv1(up(x))``
+with ``up`` nearest-neighbour x2.
+
+Critic (``CriticBlock``): an optimised first block ``pool(conv3(relu(conv3(x)))) +
+conv1(pool(x))``; pre-activation down-blocks ``pool(conv3(relu(conv3(relu(x))))) +
+pool(conv1(x))``; two blocks without resampling, ``conv3(relu(conv3(relu(x)))) + x``; then ReLU,
+global pooling (WGAN-GP: mean; SNGAN: sum) and one linear unit. ``pool`` is 2x2 average
+pooling. No BatchNorm: a gradient penalty must stay per example.
+
+Sizes: the base side is 4 (6 for 48) and the generator has ``log2(S / base)`` up-blocks; the
+critic has the optimised block, ``log2(S / base) - 2`` down-blocks and two plain blocks, so it
+ends at twice the base (8x8; 12x12 for 48) and at 32x32 it is exactly the papers' critic.
+
+Differences from the released codes:
+
+* Initialisation is Flax's (LeCun normal kernels, zero biases). WGAN-GP's tflib draws scaled
+  uniform kernels (He-style in the residual paths), SNGAN's Chainer code Glorot uniform ones
+  (gain sqrt(2) in the residual paths, 1 on shortcuts and linear layers). Spectral
+  normalisation rescales every critic kernel anyway, and the other models of this project use
+  Flax's defaults too; no reason to differ was found.
+* BatchNorm uses PyTorch's constants (momentum 0.9 in Flax's terms, epsilon 1e-5) as
+  ``dcgan.py`` does; Chainer's BatchNormalization has decay 0.9 and epsilon 2e-5.
+* 16, 48 and 64 extend the 32x32 models by the sizing rule above. SNGAN's own STL-10 (48x48)
+  and 64x64 models are other networks, with channel multipliers and deeper critics.
+"""
+
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gans.models.attention import SelfAttention
+from gans.models.layers import IMPLEMENTATIONS, apply_layer, conv, copy_as
+
+IMAGE_SIZES = (16, 32, 48, 64)
+CRITIC_NORMALIZATIONS = ("none", "layer")
+POOLINGS = ("mean", "sum")
+# The critic's block kinds, in the order they come (``critic_blocks``).
+BLOCK_KINDS = ("optimized", "down", "plain")
+
+
+# --------------------------------------------------------------------------- #
+# Sizes.
+# --------------------------------------------------------------------------- #
+def _check_image_size(owner: str, image_size: int) -> None:
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"{owner} supports image sizes {IMAGE_SIZES}, got {image_size}.")
+
+
+def _check_implementation(owner: str, implementation: str) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"{owner} conv_implementation must be one of {IMPLEMENTATIONS}, got "
+            f"{implementation!r}."
+        )
+
+
+def base_side(image_size: int) -> int:
+    """Side of the generator's first map: 4, or 6 for 48 (STL-10's 48 = 6 * 2^3)."""
+    return 6 if image_size == 48 else 4
+
+
+def num_up_blocks(image_size: int) -> int:
+    """Up-blocks of the generator from the base side to ``image_size`` (16: 2 ... 64: 4)."""
+    return int(math.log2(image_size // base_side(image_size)))
+
+
+def generator_sides(image_size: int) -> tuple[int, ...]:
+    """Output side of each up-block, in order (where generator attention may go)."""
+    base = base_side(image_size)
+    return tuple(base * 2 ** (k + 1) for k in range(num_up_blocks(image_size)))
+
+
+def critic_blocks(image_size: int) -> tuple[str, ...]:
+    """The critic's block kinds in order: 32 gives ("optimized", "down", "plain", "plain")."""
+    return ("optimized", *("down",) * (num_up_blocks(image_size) - 2), "plain", "plain")
+
+
+def critic_sides(image_size: int) -> tuple[int, ...]:
+    """Output side of each critic block, in order (where critic attention may go)."""
+    sides, side = [], image_size
+    for kind in critic_blocks(image_size):
+        side = side if kind == "plain" else side // 2
+        sides.append(side)
+    return tuple(sides)
+
+
+def _check_attention(owner: str, resolution: int | None, sides: tuple[int, ...]) -> None:
+    if resolution is not None and resolution not in sides:
+        raise ValueError(
+            f"{owner} has no block with a {resolution}x{resolution} output for self-attention; "
+            f"attention_resolution must be one of {tuple(sorted(set(sides)))} or None."
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Shared pieces.
+# --------------------------------------------------------------------------- #
+def upsample(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour x2 of ``[B, H, W, C]``, as tflib's UpsampleConv and Chainer's unpooling."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def downsample(x: jax.Array) -> jax.Array:
+    """2x2 average pooling (never max pooling: every input pixel gets a quarter of the gradient)."""
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+def _batch_norm(
+    train: bool, axis_name: str | None, affine: bool = True, name: str | None = None
+) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here), so runs compare."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        use_scale=affine,
+        use_bias=affine,
+        name=name,
+    )
+
+
+def _conv(module: nn.Module, x: jax.Array, features: int, size: int, name: str, train: bool):
+    """A ``size x size`` 'SAME' convolution of ``module``'s kind, spectrally normalised if it is.
+
+    Called inside ``module``'s compact method, so the layer is its child ``name``.
+    """
+    layer = conv(features, (size, size), implementation=module.conv_implementation, name=name)
+    return apply_layer(layer, x, spectral_norm=module.spectral_norm, train=train)
+
+
+def _residual_path(
+    module: nn.Module,
+    x: jax.Array,
+    features: int,
+    before_conv1: Callable[[jax.Array], jax.Array],
+    before_conv2: Callable[[jax.Array], jax.Array],
+    train: bool,
+) -> jax.Array:
+    """``conv2(before_conv2(conv1(before_conv1(x))))``, both 3x3: every block's residual path."""
+    h = _conv(module, before_conv1(x), features, 3, "conv1", train)
+    return _conv(module, before_conv2(h), features, 3, "conv2", train)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose gain and bias are those of each example's class.
+
+    ``y_b = gamma[c_b] * (x_b - mu) / sqrt(var + eps) + beta[c_b]``, with ``mu`` and ``var``
+    the statistics of the whole batch (every class together; running averages when not
+    training) per channel, and ``gamma``, ``beta`` rows of ``nn.Embed(K, C)`` tables started at
+    1 and 0, so at initialisation it is BatchNorm without scale or offset. De Vries et al.
+    (2017), "Modulating early visual processing by language"; Miyato & Koyama (2018), "cGANs
+    with Projection Discriminator" (``CategoricalConditionalBatchNormalization`` in their code).
+
+    Attributes:
+        num_classes: Number of classes K.
+        axis_name: Device axis over which batch statistics are averaged (under pmap).
+    """
+
+    num_classes: int
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = True) -> jax.Array:
+        """Normalises ``x [B, ..., C]`` and applies the gain and bias of ``labels [B]``."""
+        if labels.shape != x.shape[:1]:
+            raise ValueError(
+                f"ConditionalBatchNorm needs one integer label per example, shape {x.shape[:1]}, "
+                f"got {labels.shape}."
+            )
+        features = x.shape[-1]
+        normalized = _batch_norm(train, self.axis_name, affine=False)(x)
+        ones, zeros = nn.initializers.ones, nn.initializers.zeros
+        gain = nn.Embed(self.num_classes, features, embedding_init=ones, name="gain")
+        bias = nn.Embed(self.num_classes, features, embedding_init=zeros, name="bias")
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (features,)
+        return normalized * gain(labels).reshape(shape) + bias(labels).reshape(shape)
+
+
+def _normalization(
+    num_classes: int | None, axis_name: str | None, name: str
+) -> Callable[[jax.Array, jax.Array | None, bool], jax.Array]:
+    """The generator's BatchNorm ``name``: ``norm(x, labels, train)``, conditional with classes."""
+
+    def norm(x, labels, train):
+        if num_classes is None:
+            return _batch_norm(train, axis_name, name=name)(x)
+        return ConditionalBatchNorm(num_classes, axis_name, name=name)(x, labels, train)
+
+    return norm
+
+
+# --------------------------------------------------------------------------- #
+# Generator.
+# --------------------------------------------------------------------------- #
+class UpBlock(nn.Module):
+    """``conv2(relu(BN2(conv1(up(relu(BN1(x))))))) + shortcut(up(x))``: side x2, ``features`` out.
+
+    WGAN-GP's ``ResidualBlock(resample='up')`` and SNGAN's generator ``Block(upsample=True)``;
+    the 1x1 shortcut is learnt because the block resamples. Parameters: ``norm1``, ``conv1``,
+    ``norm2``, ``conv2``, ``shortcut``.
+
+    Attributes:
+        features: Output channels.
+        num_classes: If set, both BatchNorms are ``ConditionalBatchNorm`` and labels are needed.
+        spectral_norm: Spectral normalisation of the three convolutions.
+        axis_name: Device axis over which batch statistics are averaged (under pmap).
+        conv_implementation: How convolutions are computed (``layers.IMPLEMENTATIONS``).
+    """
+
+    features: int
+    num_classes: int | None = None
+    spectral_norm: bool = False
+    axis_name: str | None = None
+    conv_implementation: str = "auto"
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, labels: jax.Array | None = None, train: bool = True
+    ) -> jax.Array:
+        """Maps ``[B, H, W, C]`` to ``[B, 2 H, 2 W, features]``."""
+        norm1 = _normalization(self.num_classes, self.axis_name, "norm1")
+        norm2 = _normalization(self.num_classes, self.axis_name, "norm2")
+        h = _residual_path(
+            self,
+            x,
+            self.features,
+            lambda t: upsample(nn.relu(norm1(t, labels, train))),
+            lambda t: nn.relu(norm2(t, labels, train)),
+            train,
+        )
+        return _conv(self, upsample(x), self.features, 1, "shortcut", train) + h
+
+
+class ResNetGenerator(nn.Module):
+    """Maps ``z [B, z_dim]`` (and ``labels [B]``) to images ``[B, S, S, channels]`` in [-1, 1].
+
+    ``Dense(z)`` reshaped to ``[B, base, base, width]``, ``log2(S / base)`` ``UpBlock``s (an
+    optional ``SelfAttention`` after one of them), BatchNorm, ReLU, a 3x3 convolution to
+    ``channels``, tanh. At ``image_size=32, channels=3, width=128`` and ``z_dim=128`` it is
+    WGAN-GP's CIFAR-10 generator (1,204,483 parameters, as ``torch_resnet.py`` in the shared
+    references); at ``width=256``, SNGAN's (4,276,739, as its Chainer code).
+
+    Parameters: ``dense``, ``up_0`` ... ``up_{n-1}``, ``attention``, ``norm``, ``out``.
+
+    Attributes:
+        image_size: Side of the output, one of ``IMAGE_SIZES``.
+        channels: Channels of the output image.
+        width: Channels of the base map and of every block.
+        num_classes: If set, the blocks' BatchNorms are ``ConditionalBatchNorm``s of these K
+            classes and ``labels`` are required; the output BatchNorm stays unconditional, as
+            in both released codes.
+        spectral_norm: Spectral normalisation of the Dense and every convolution (the SAGAN and
+            BigGAN generators); SNGAN's generator has none.
+        attention_resolution: If set, a ``SelfAttention`` after the up-block whose output has
+            this side (one of ``generator_sides(image_size)``; SAGAN: 32 of 128).
+        axis_name: Device axis over which batch statistics are averaged (under pmap).
+        conv_implementation: How convolutions are computed (``layers.IMPLEMENTATIONS``).
+    """
+
+    image_size: int = 32
+    channels: int = 3
+    width: int = 128
+    num_classes: int | None = None
+    spectral_norm: bool = False
+    attention_resolution: int | None = None
+    axis_name: str | None = None
+    conv_implementation: str = "auto"
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        _check_image_size(owner, self.image_size)
+        _check_attention(owner, self.attention_resolution, generator_sides(self.image_size))
+        _check_implementation(owner, self.conv_implementation)
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(
+                f"{owner} num_classes must be positive or None, got {self.num_classes}."
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, z: jax.Array, labels: jax.Array | None = None, train: bool = True
+    ) -> jax.Array:
+        """Returns images ``[B, image_size, image_size, channels]``; labels are class ids [B]."""
+        if self.num_classes is not None and labels is None:
+            raise ValueError(
+                f"ResNetGenerator with num_classes={self.num_classes} is class-conditional and "
+                "needs labels [B]."
+            )
+        if self.num_classes is None and labels is not None:
+            raise ValueError(
+                "ResNetGenerator without num_classes is unconditional and takes no labels; set "
+                "num_classes to condition its BatchNorms on them."
+            )
+        base = base_side(self.image_size)
+        dense = nn.Dense(base * base * self.width, name="dense")
+        x = apply_layer(dense, z, spectral_norm=self.spectral_norm, train=train)
+        x = x.reshape(z.shape[0], base, base, self.width)
+        for index, side in enumerate(generator_sides(self.image_size)):
+            block = UpBlock(
+                self.width,
+                self.num_classes,
+                self.spectral_norm,
+                self.axis_name,
+                self.conv_implementation,
+                name=f"up_{index}",
+            )
+            x = block(x, labels, train)
+            if side == self.attention_resolution:
+                attention = SelfAttention(
+                    self.spectral_norm, self.conv_implementation, name="attention"
+                )
+                x = attention(x, train)
+        # Unconditional even in a class-conditional generator, as in both released codes
+        # (SNGAN's b5, WGAN-GP's Generator.OutputN).
+        x = nn.relu(_batch_norm(train, self.axis_name, name="norm")(x))
+        return jnp.tanh(_conv(self, x, self.channels, 3, "out", train))
+
+
+# --------------------------------------------------------------------------- #
+# Critic.
+# --------------------------------------------------------------------------- #
+class CriticBlock(nn.Module):
+    """One residual block of the critic, ``kind`` one of ``BLOCK_KINDS``.
+
+    * ``"optimized"`` (the input block; WGAN-GP's ``OptimizedResBlockDisc1``, SNGAN's
+      ``OptimizedBlock``): ``pool(conv2(relu(conv1(x)))) + shortcut(pool(x))``. No ReLU on the
+      input image, and pooling before the 1x1 shortcut is 4x cheaper and equal (both linear).
+    * ``"down"`` (``ResidualBlock(resample='down')``, ``Block(downsample=True)``):
+      ``pool(conv2(relu(conv1(relu(x))))) + pool(shortcut(x))``.
+    * ``"plain"`` (``resample=None``, ``downsample=False``): ``conv2(relu(conv1(relu(x)))) +
+      x``; a 1x1 ``shortcut`` only if the channels change, as in both codes.
+
+    With ``normalization="layer"`` a LayerNorm over H, W, C (per-channel scale and offset,
+    tflib's Layernorm) precedes each ReLU of the down and plain blocks' residual paths, where
+    WGAN-GP's ``Normalize`` calls sit; its optimised block has none, so neither does ours.
+
+    Attributes:
+        features: Output channels.
+        kind: "optimized", "down" or "plain".
+        normalization: "none" or "layer".
+        spectral_norm: Spectral normalisation of every convolution.
+        conv_implementation: How convolutions are computed (``layers.IMPLEMENTATIONS``).
+    """
+
+    features: int
+    kind: str = "plain"
+    normalization: str = "none"
+    spectral_norm: bool = False
+    conv_implementation: str = "auto"
+
+    def __post_init__(self):
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"CriticBlock kind must be one of {BLOCK_KINDS}, got {self.kind!r}.")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Maps ``[B, H, W, C]`` to ``[B, H / 2, W / 2, features]`` (plain: ``[B, H, W, .]``)."""
+
+        def activate(h):
+            if self.normalization == "layer":
+                h = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(h)
+            return nn.relu(h)
+
+        if self.kind == "optimized":
+            h = _residual_path(self, x, self.features, lambda t: t, nn.relu, train)
+            return downsample(h) + _conv(self, downsample(x), self.features, 1, "shortcut", train)
+        h = _residual_path(self, x, self.features, activate, activate, train)
+        if self.kind == "down":
+            shortcut = _conv(self, x, self.features, 1, "shortcut", train)
+            return downsample(h) + downsample(shortcut)
+        if x.shape[-1] != self.features:
+            return h + _conv(self, x, self.features, 1, "shortcut", train)
+        return h + x
+
+
+class ResNetTrunk(nn.Module):
+    """The ResNet critic without its linear unit: images ``[B, S, S, C]`` to ``[B, width]``.
+
+    The blocks of ``critic_blocks(S)``, then ReLU and global mean or sum pooling over positions:
+    ``phi(x)`` of the projection critic (``ConditionalCritic(mode="projection")``), as in
+    Miyato & Koyama's ``SNResNetProjectionDiscriminator``.
+
+    Parameters: one ``CriticBlock`` per block, named by its index and kind (at 32:
+    ``optimized_0``, ``down_1``, ``plain_2``, ``plain_3``), and ``attention``.
+
+    Attributes:
+        width: Channels of every block.
+        normalization: "none" (both papers) or "layer" (LayerNorm in the residual paths,
+            WGAN-GP's option for critics; see ``CriticBlock``). Never BatchNorm: it would tie
+            the examples of a batch together and make a gradient penalty batch-wide.
+        spectral_norm: Spectral normalisation of every convolution and the score (SNGAN).
+        pooling: "mean" (WGAN-GP) or "sum" (SNGAN) over the final map's positions.
+        attention_resolution: If set, a ``SelfAttention`` after the first block whose output has
+            this side (one of ``critic_sides(S)``; at the final side, after the first block to
+            reach it, so later blocks can use what it gathers).
+        axis_name: Unused (the critic has no batch statistics); taken so every critic takes it.
+        conv_implementation: How convolutions are computed (``layers.IMPLEMENTATIONS``).
+    """
+
+    width: int = 128
+    normalization: str = "none"
+    spectral_norm: bool = False
+    pooling: str = "mean"
+    attention_resolution: int | None = None
+    axis_name: str | None = None
+    conv_implementation: str = "auto"
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        if self.normalization not in CRITIC_NORMALIZATIONS:
+            raise ValueError(
+                f"{owner} normalization must be one of {CRITIC_NORMALIZATIONS} (no BatchNorm: "
+                f"it would make a gradient penalty batch-wide), got {self.normalization!r}."
+            )
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"{owner} pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+        _check_implementation(owner, self.conv_implementation)
+        super().__post_init__()
+
+    def _features(self, x: jax.Array, train: bool) -> jax.Array:
+        """Blocks, ReLU and global pooling; called inside a compact method."""
+        owner = type(self).__name__
+        if x.ndim != 4 or x.shape[1] != x.shape[2]:
+            raise ValueError(f"{owner} expects square images [B, S, S, C], got shape {x.shape}.")
+        _check_image_size(owner, x.shape[1])
+        sides = critic_sides(x.shape[1])
+        _check_attention(owner, self.attention_resolution, sides)
+        attention_index = None
+        if self.attention_resolution is not None:
+            attention_index = sides.index(self.attention_resolution)
+        for index, kind in enumerate(critic_blocks(x.shape[1])):
+            block = CriticBlock(
+                self.width,
+                kind,
+                self.normalization,
+                self.spectral_norm,
+                self.conv_implementation,
+                name=f"{kind}_{index}",
+            )
+            x = block(x, train)
+            if index == attention_index:
+                x = SelfAttention(self.spectral_norm, self.conv_implementation, name="attention")(
+                    x, train
+                )
+        pool = jnp.mean if self.pooling == "mean" else jnp.sum
+        return pool(nn.relu(x), axis=(1, 2))
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns features ``[B, width]``."""
+        return self._features(x, train)
+
+    @nn.nowrap
+    def trunk(self, name: str | None = None) -> "ResNetTrunk":
+        """A new trunk with these hyper-parameters, for heads built around it.
+
+        Called inside a parent's compact method, the trunk becomes that parent's submodule.
+        """
+        return copy_as(self, ResNetTrunk, name)
+
+
+class ResNetCritic(ResNetTrunk):
+    """Maps images ``[B, S, S, C]`` (S in ``IMAGE_SIZES``) to one score per example, ``[B]``.
+
+    The trunk's pooled features, then one linear unit ``score``. At ``width=128`` on 32x32x3
+    images it is WGAN-GP's CIFAR-10 critic (1,053,825 parameters, as ``torch_resnet.py``);
+    with ``spectral_norm=True, pooling="sum", score_bias=False`` SNGAN's (1,053,824: its
+    ``l5`` is ``SNLinear(ch, 1, nobias=True)``).
+
+    Attributes:
+        width: Channels of every block.
+        normalization: "none" or "layer" (see ``ResNetTrunk``).
+        spectral_norm: Spectral normalisation of every convolution and the score (SNGAN).
+        pooling: "mean" (WGAN-GP) or "sum" (SNGAN).
+        attention_resolution: A ``SelfAttention`` after the first block of this output side.
+        axis_name: Unused (no batch statistics).
+        conv_implementation: How convolutions are computed (``layers.IMPLEMENTATIONS``).
+        score_bias: Whether the linear unit has a bias (WGAN-GP: yes; SNGAN: no).
+    """
+
+    score_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Returns scores ``[B]``."""
+        features = self._features(x, train)
+        score = nn.Dense(1, use_bias=self.score_bias, name="score")
+        return jnp.squeeze(
+            apply_layer(score, features, spectral_norm=self.spectral_norm, train=train), axis=-1
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Presets.
+# --------------------------------------------------------------------------- #
+def wgan_gp_cifar_resnet(
+    image_size: int = 32,
+    channels: int = 3,
+    *,
+    axis_name: str | None = None,
+    conv_implementation: str = "auto",
+) -> tuple[ResNetGenerator, ResNetCritic]:
+    """``(generator, critic)`` of Gulrajani et al. (2017)'s CIFAR-10 ResNet (gan_cifar_resnet.py).
+
+    Width 128 in both players, BatchNorm in the generator, no normalisation in the critic,
+    global mean pooling, a score with bias. The paper trains it with ``z ~ N(0, I_128)``, the
+    Wasserstein loss with a two-sided gradient penalty (lambda 10), n_critic = 5, Adam(2e-4,
+    beta1 0, beta2 0.9) decayed linearly to 0 over 100,000 generator updates, batch 64 for
+    the critic and 128 for the generator.
+    """
+    generator = ResNetGenerator(
+        image_size,
+        channels,
+        width=128,
+        axis_name=axis_name,
+        conv_implementation=conv_implementation,
+    )
+    critic = ResNetCritic(
+        width=128, pooling="mean", axis_name=axis_name, conv_implementation=conv_implementation
+    )
+    return generator, critic
+
+
+def sngan_cifar_resnet(
+    image_size: int = 32,
+    channels: int = 3,
+    *,
+    axis_name: str | None = None,
+    conv_implementation: str = "auto",
+) -> tuple[ResNetGenerator, ResNetCritic]:
+    """``(generator, critic)`` of Miyato et al. (2018)'s CIFAR-10 ResNet (sngan_projection).
+
+    ``configs/sn_cifar10_unconditional.yml``: generator width 256 (no spectral norm), critic
+    width 128 with spectral normalisation of every layer, global sum pooling and a score
+    without bias. Trained there with ``z ~ N(0, I_128)``, the hinge loss, n_critic = 5,
+    Adam(2e-4, beta1 0, beta2 0.9) decayed linearly to 0 over 50,000 generator updates, batch
+    64 for the critic and 128 for the generator.
+    """
+    generator = ResNetGenerator(
+        image_size,
+        channels,
+        width=256,
+        axis_name=axis_name,
+        conv_implementation=conv_implementation,
+    )
+    critic = ResNetCritic(
+        width=128,
+        spectral_norm=True,
+        pooling="sum",
+        score_bias=False,
+        axis_name=axis_name,
+        conv_implementation=conv_implementation,
+    )
+    return generator, critic
