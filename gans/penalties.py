@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gans import parallel
+from gans import augment, parallel
 
 Array = jax.Array
 CriticFn = Callable[[Array], Array]
@@ -239,3 +239,44 @@ def get_penalty(name: str) -> Penalty:
         raise ValueError(
             f"unknown penalty {name!r}; known penalties: {', '.join(sorted(PENALTIES))}."
         ) from None
+
+
+def consistency_regularization(
+    critic_fn: CriticFn,
+    real: Array,
+    fake: Array,
+    key: Array,
+    *,
+    weight: float = 10.0,
+    fake_weight: float = 0.0,
+    policy: tuple[str, ...] = ("translation",),
+    axis_name: str | None = None,
+) -> tuple[Array, Array]:
+    """Consistency regularisation: the critic's squared change under augmentation.
+
+    ``lambda_real * E[(D(x) - D(T(x)))^2] + lambda_fake * E[(D(G(z)) - D(T(G(z))))^2]``: CR-GAN
+    (Zhang et al., 2020, "Consistency Regularization for Generative Adversarial Networks",
+    Eq. 1) with ``fake_weight = 0``; balanced CR (Zhao et al., 2021, "Improved Consistency
+    Regularization for GANs", Eq. 3) penalises generated images too. Gradients flow through
+    both scores, as in the papers. ``T`` is ``gans.augment.augment`` with ``policy`` (CR-GAN's
+    CIFAR setting: random shifts, and flips, which change what a digit is). Of this module's
+    signature, but a regulariser of the critic's outputs rather than of its input gradient: the
+    trainer adds it beside a Lipschitz penalty, not in place of one.
+
+    Returns:
+      ``(value, changes)``: the weighted scalar and the per-example squared changes ``[B]`` of
+      the real batch.
+    """
+    _check_weight(weight)
+    _check_weight(fake_weight)
+    real_key, fake_key = jax.random.split(key)
+
+    def changes(x, k):
+        moved = augment.augment(x, k, policy, axis_name=axis_name)
+        return jnp.square(critic_fn(x) - critic_fn(moved))
+
+    real_changes = changes(real, real_key)
+    value = weight * jnp.mean(real_changes)
+    if not isinstance(fake_weight, jax.core.Tracer) and fake_weight == 0:
+        return value, real_changes
+    return value + fake_weight * jnp.mean(changes(fake, fake_key)), real_changes

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from gans import augment as augment_lib
 from gans import constraints, parallel
 from gans import losses as losses_lib
 from gans import penalties as penalties_lib
@@ -41,6 +42,8 @@ class GANState(struct.PyTreeNode):
     ``fold_in(key, t)``, so no key is ever reused and a resumed run draws the
     same numbers. ``hparams`` holds hyper-parameters that vary across vmapped runs
     (``gans.sweep``): a ``"penalty_weight"`` there replaces the config's.
+    ``augment_probability`` is the chance ``p`` of each augmentation (``gans.augment``), kept
+    here because ADA moves it after every step; None without augmentation.
     """
 
     step: Array
@@ -52,6 +55,7 @@ class GANState(struct.PyTreeNode):
     critic_opt_state: optax.OptState
     key: Array
     generator_ema_params: PyTree = None
+    augment_probability: Array | None = None
     hparams: dict[str, Array] = struct.field(default_factory=dict)
     generator: nn.Module = struct.field(pytree_node=False, default=None)
     critic: nn.Module = struct.field(pytree_node=False, default=None)
@@ -102,6 +106,19 @@ class StepConfig:
       ema_decay: if set, keep an exponential moving average of the generator's weights.
       real_transform: applied to each real batch before the critic sees it (e.g. MSG-GAN's
         image pyramid), so real and generated batches share one structure.
+      augment: differentiable augmentation (``gans.augment``): transform names applied to
+        real and generated images before every critic call of both players' losses, so the
+        penalty, too, is taken on (interpolates of) augmented images, as in the DiffAugment
+        and ADA reference code, whose critic is ``D o T``. Empty: off.
+      augment_probability: the chance of each transform per example (DiffAugment: 1); with
+        ``ada_target`` the initial ``p`` (ADA: 0).
+      ada_target: if set, ADA's adaptive ``p``, moved after every step toward
+        ``E[sign(D(real))] = ada_target`` (``gans.augment.adapt_probability``).
+      ada_kimg: thousands of real images for ADA's ``p`` to cross [0, 1] (ADA: 500).
+      consistency_weight, consistency_fake_weight: consistency regularisation of the critic
+        (``penalties.consistency_regularization``; CR-GAN: 10, 0; bCR: 10, 10), added to the
+        critic's loss beside any penalty, on the images before ``augment``.
+      consistency_policy: the transforms of consistency regularisation.
       axis_name: the pmap axis to average gradients over, or None on one device.
     """
 
@@ -118,6 +135,13 @@ class StepConfig:
     info: InfoCodes | None = None
     ema_decay: float | None = None
     real_transform: Callable[[PyTree], PyTree] | None = None
+    augment: tuple[str, ...] = ()
+    augment_probability: float = 1.0
+    ada_target: float | None = None
+    ada_kimg: float = 500.0
+    consistency_weight: float = 0.0
+    consistency_fake_weight: float = 0.0
+    consistency_policy: tuple[str, ...] = ("translation",)
     axis_name: str | None = None
 
     def __post_init__(self):
@@ -145,6 +169,31 @@ class StepConfig:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}; try 0.999.")
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}.")
+        self._check_augmentation()
+
+    def _check_augmentation(self) -> None:
+        if self.augment:
+            augment_lib.parse_policy(self.augment)
+        if (self.augment or self.consistency) and self.real_transform is not None:
+            raise ValueError(
+                "augmentation and consistency regularisation transform one image per example; "
+                "a multi-scale (MSG-GAN) critic takes several: drop --augment / --consistency."
+            )
+        augment_lib.check_probability(self.augment_probability)
+        if self.ada_target is not None:
+            if not self.augment:
+                raise ValueError("ADA adapts the augmentation probability: give --augment too.")
+            augment_lib.check_adaptive(self.ada_target, self.ada_kimg)
+        for name in ("consistency_weight", "consistency_fake_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}; CR uses 10.")
+        if self.consistency:
+            augment_lib.parse_policy(self.consistency_policy)
+
+    @property
+    def consistency(self) -> bool:
+        """Whether consistency regularisation is on."""
+        return bool(self.consistency_weight or self.consistency_fake_weight)
 
     @property
     def latent_size(self) -> int:
@@ -256,6 +305,9 @@ def create_state(
         generator_ema_params=(
             jax.tree.map(jnp.copy, g_params) if config.ema_decay is not None else None
         ),
+        augment_probability=(
+            jnp.asarray(config.augment_probability, jnp.float32) if config.augment else None
+        ),
         generator=generator,
         critic=critic,
         generator_tx=generator_tx,
@@ -347,6 +399,51 @@ def _with_instance_noise(
     return treedef.unflatten([leaf + std * noise(leaf, k) for leaf, k in zip(leaves, keys)])
 
 
+# Augmentation draws from its own stream of the update's key (a fold-in, not a wider split), so
+# runs without it keep every random number they drew before it existed.
+_AUGMENT_STREAM = 0x617567
+
+
+def _augment_key(key: Array) -> Array:
+    return jax.random.fold_in(key, _AUGMENT_STREAM)
+
+
+def _augmented(config: StepConfig, state: GANState, x: Array, key: Array) -> Array:
+    """``x`` through the step's augmentation (``config.augment``), or ``x`` without one."""
+    if not config.augment:
+        return x
+    return augment_lib.augment(
+        x,
+        key,
+        config.augment,
+        probability=state.augment_probability,
+        axis_name=config.axis_name,
+    )
+
+
+def critic_inputs(
+    config: StepConfig,
+    state: GANState,
+    real: PyTree,
+    fake: PyTree,
+    augment_key: Array,
+    noise_key: Array,
+) -> tuple[PyTree, PyTree]:
+    """What the critic update scores, its penalty included: augmented, then noised, batches.
+
+    ``real`` is already through ``config.real_transform``.
+    """
+    real_key, fake_key = jax.random.split(augment_key)
+    real = _augmented(config, state, real, real_key)
+    fake = _augmented(config, state, fake, fake_key)
+    if config.instance_noise:
+        std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
+        real_key, fake_key = jax.random.split(noise_key)
+        real = _with_instance_noise(real, std, real_key, config.axis_name)
+        fake = _with_instance_noise(fake, std, fake_key, config.axis_name)
+    return real, fake
+
+
 def _concat(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(lambda u, v: jnp.concatenate([u, v]), a, b)
 
@@ -365,11 +462,8 @@ def _critic_update(
         state.generator, state.generator_params, state.generator_state, (z, *labels), True
     )
     fake = jax.lax.stop_gradient(fake)
-    if config.instance_noise:
-        std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
-        real_key, fake_key = jax.random.split(noise_key)
-        real = _with_instance_noise(real, std, real_key, config.axis_name)
-        fake = _with_instance_noise(fake, std, fake_key, config.axis_name)
+    clean_real, clean_fake = real, fake
+    real, fake = critic_inputs(config, state, real, fake, _augment_key(key), noise_key)
     separate_passes = "batch_stats" in state.critic_state
 
     def loss_fn(c_params):
@@ -419,11 +513,24 @@ def _critic_update(
             c_state=c_state,
             real_score=jnp.mean(real_scores),
             fake_score=jnp.mean(fake_scores),
+            real_sign=augment_lib.overfitting_signal(real_scores),
             adversarial=adversarial,
             penalty=penalty,
             grad_norm=jnp.mean(norms),
         )
         loss = adversarial + penalty
+        if config.consistency:
+            aux["consistency"], _ = penalties_lib.consistency_regularization(
+                critic_fn,
+                clean_real,
+                clean_fake,
+                jax.random.fold_in(_augment_key(key), 1),
+                weight=config.consistency_weight,
+                fake_weight=config.consistency_fake_weight,
+                policy=config.consistency_policy,
+                axis_name=config.axis_name,
+            )
+            loss = loss + aux["consistency"]
         if config.info is not None:
             information = _information(config, q, codes)
             aux["information"] = information
@@ -446,6 +553,10 @@ def _critic_update(
     }
     if family.estimates_wasserstein:
         metrics["wasserstein_estimate"] = aux["real_score"] - aux["fake_score"]
+    if config.consistency:
+        metrics["consistency"] = aux["consistency"]
+    if config.ada_target is not None:
+        metrics["augment_signal"] = aux["real_sign"]
     if config.info is not None:
         metrics["information_categorical"] = aux["information"]["categorical"]
         metrics["information_continuous"] = aux["information"]["continuous"]
@@ -471,6 +582,7 @@ def _generator_update(
 
     def loss_fn(g_params):
         fake, g_state = _apply(state.generator, g_params, state.generator_state, (z, *labels), True)
+        fake = _augmented(config, state, fake, _augment_key(key))
         if config.instance_noise:
             std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
             fake = _with_instance_noise(fake, std, noise_key, config.axis_name)
@@ -548,6 +660,10 @@ def train_step(
         )
     state, generator_metrics = _generator_update(config, state, batch_size, generator_key)
     metrics = {name: jnp.mean(value) for name, value in critic_metrics.items()}
+    if config.augment:
+        metrics["augment_probability"] = state.augment_probability
+    if config.ada_target is not None:
+        state = _adapt(config, state, metrics["augment_signal"], n_critic * batch_size)
     metrics.update(generator_metrics)
     metrics["critic_param_norm"] = optax.tree.norm(state.critic_params)
     metrics["generator_param_norm"] = optax.tree.norm(state.generator_params)
@@ -561,6 +677,21 @@ def train_step(
         )
     metrics = _mean_over_devices(metrics, config.axis_name)
     return state.replace(step=state.step + 1), metrics
+
+
+def _adapt(config: StepConfig, state: GANState, signal: Array, images: int) -> GANState:
+    """ADA's update of ``p`` from the step's ``E[sign(D(real))]`` over the global batch."""
+    if config.axis_name is not None:
+        signal = jax.lax.pmean(signal, config.axis_name)
+        images = images * jax.lax.axis_size(config.axis_name)
+    p = augment_lib.adapt_probability(
+        state.augment_probability,
+        signal,
+        target=config.ada_target,
+        images=images,
+        kimg=config.ada_kimg,
+    )
+    return state.replace(augment_probability=p)
 
 
 def make_train_step(
