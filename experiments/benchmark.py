@@ -1,6 +1,7 @@
 """Times one training iteration (n_critic critic updates + one generator update).
 
     python -m experiments.benchmark --settings=toy,dcgan32 [--compare_torch]
+    python -m experiments.benchmark --settings=resnet32 --batch_size=16 --iters=2 --repeats=3
     python -m experiments.benchmark --settings=convs
 
 Prints one JSON line per setting, with
@@ -43,7 +44,9 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("settings", ["toy", "dcgan32"], "Named settings to time: toy, dcgan32.")
+flags.DEFINE_list(
+    "settings", ["toy", "dcgan32"], "Named settings to time: toy, dcgan32, resnet32, convs."
+)
 flags.DEFINE_integer("iters", 10, "Iterations per timed repeat.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation.")
@@ -66,6 +69,12 @@ flags.DEFINE_string(
 SETTINGS = {
     "toy": ("torch_toy.py", 256, "WGAN-GP toy: 3x512 ReLU MLPs, lambda 0.1, n_critic 5"),
     "dcgan32": ("torch_dcgan.py", 64, "WGAN-GP DCGAN 32x32x3, width 64, lambda 10, n_critic 5"),
+    # A CPU iteration at batch 64 takes tens of seconds: time it at --batch_size=16 or so.
+    "resnet32": (
+        "torch_resnet.py",
+        64,
+        "WGAN-GP CIFAR ResNet 32x32x3, width 128, lambda 10, n_critic 5, Adam 2e-4",
+    ),
 }
 N_CRITIC = 5
 # Layer microbenchmarks: (input side, input channels, output channels) at the setting's batch.
@@ -81,9 +90,15 @@ def _build(name: str, batch: int, n_critic: int = N_CRITIC):
 
     from gans import models, train
 
+    learning_rate = 1e-4
     if name == "toy":
         generator, critic = models.MLPGenerator(out_dim=2), models.MLPCritic()
         z_dim, shape, weight, b1 = 2, (2,), 0.1, 0.5
+    elif name == "resnet32":
+        generator, critic = models.wgan_gp_cifar_resnet(
+            conv_implementation=FLAGS.conv_implementation
+        )
+        z_dim, shape, weight, b1, learning_rate = 128, (32, 32, 3), 10.0, 0.0, 2e-4
     else:
         implementation = FLAGS.conv_implementation
         generator = models.DCGANGenerator(
@@ -102,8 +117,8 @@ def _build(name: str, batch: int, n_critic: int = N_CRITIC):
     state = train.create_state(
         generator=generator,
         critic=critic,
-        generator_tx=train.make_optimizer("adam", 1e-4, b1=b1, b2=0.9),
-        critic_tx=train.make_optimizer("adam", 1e-4, b1=b1, b2=0.9),
+        generator_tx=train.make_optimizer("adam", learning_rate, b1=b1, b2=0.9),
+        critic_tx=train.make_optimizer("adam", learning_rate, b1=b1, b2=0.9),
         config=config,
         example=jnp.zeros((batch,) + shape),
         key=jax.random.key(0),
@@ -207,7 +222,7 @@ def time_jax(name: str, batch: int) -> dict:
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    if name == "dcgan32":
+    if name != "toy":
         result["conv_implementation"] = layers.resolve_implementation(FLAGS.conv_implementation)
     return result
 

@@ -64,15 +64,39 @@ flags.DEFINE_integer(
     "crop_size", None, "TFDS sets: side of the central square cropped before resizing."
 )
 flags.DEFINE_string("split", "train", "TFDS split to train on, e.g. train or train[:90%].")
+flags.DEFINE_float(
+    "data_fraction",
+    1.0,
+    "Digits: train on this fraction of the 1,797 images (the same class-balanced subset for "
+    "every seed), for data-efficiency studies.",
+)
 # Models.
 flags.DEFINE_integer("z_dim", 128, "Latent size; z ~ N(0, I).")
-flags.DEFINE_integer("width", 512, "MLP hidden width (2-D data) or DCGAN base channels (images).")
+flags.DEFINE_integer(
+    "width", 512, "MLP hidden width (2-D data), DCGAN base channels or ResNet channels (images)."
+)
+flags.DEFINE_integer(
+    "critic_width", None, "The critic's width when it differs from --width (SNGAN: 256 and 128)."
+)
 flags.DEFINE_integer("depth", 3, "MLP hidden layers (2-D data).")
 flags.DEFINE_enum(
     "model",
     "auto",
-    ["auto", "mlp", "dcgan", "msg"],
-    "Architecture: auto (MLP for 2-D data, DCGAN for images), mlp, dcgan or msg (MSG-GAN).",
+    ["auto", "mlp", "dcgan", "resnet", "msg"],
+    "Architecture: auto (MLP for 2-D data, DCGAN for images), mlp, dcgan, resnet (the WGAN-GP "
+    "and SNGAN CIFAR ResNets) or msg (MSG-GAN).",
+)
+flags.DEFINE_enum(
+    "critic_pooling",
+    "mean",
+    ["mean", "sum"],
+    "ResNet critic: global mean pooling (WGAN-GP) or global sum pooling and a score without "
+    "bias (SNGAN's released code).",
+)
+flags.DEFINE_integer(
+    "attention_resolution",
+    0,
+    "ResNet: a self-attention block (SAGAN) after the blocks of this side in both players; 0: none.",
 )
 flags.DEFINE_bool("conditional", False, "Conditional GAN: labels into both players.")
 flags.DEFINE_enum(
@@ -86,6 +110,9 @@ flags.DEFINE_integer("info_continuous", 2, "InfoGAN continuous codes, each U[-1,
 flags.DEFINE_float("info_weight", 1.0, "InfoGAN lambda of the categorical code.")
 flags.DEFINE_float("info_continuous_weight", 0.1, "InfoGAN lambda of the continuous codes.")
 flags.DEFINE_bool("spectral_norm", False, "Spectral normalisation of every critic layer.")
+flags.DEFINE_bool(
+    "generator_spectral_norm", False, "Spectral normalisation of every generator layer (SAGAN)."
+)
 flags.DEFINE_enum(
     "downsampling",
     "strided",
@@ -114,6 +141,33 @@ flags.DEFINE_float("instance_noise", 0.0, "Std of Gaussian noise on every critic
 flags.DEFINE_integer("noise_anneal_steps", 0, "Steps over which instance noise decays to 0.")
 flags.DEFINE_float("ema_decay", 0.0, "Generator weight EMA decay for samples (0: off).")
 flags.DEFINE_bool("dragan_symmetric", False, "DRAGAN: perturb with U[-1, 1] instead of U[0, 1].")
+flags.DEFINE_string(
+    "augment",
+    "",
+    "Differentiable augmentation of every critic input, real and generated (DiffAugment): "
+    "comma-separated transforms of color, translation, cutout, flip; empty: off.",
+)
+flags.DEFINE_float(
+    "augment_probability",
+    1.0,
+    "Chance of each augmentation per image (DiffAugment: 1); ADA's initial p with --ada_target.",
+)
+flags.DEFINE_float(
+    "ada_target",
+    0.0,
+    "ADA: adapt the augmentation probability toward E[sign(D(real))] = this (the paper: 0.6); "
+    "0: a fixed probability.",
+)
+flags.DEFINE_float("ada_kimg", 500.0, "ADA: thousands of real images for p to cross [0, 1].")
+flags.DEFINE_float(
+    "consistency_weight", 0.0, "Consistency regularisation on real images (CR-GAN: 10; 0: off)."
+)
+flags.DEFINE_float(
+    "consistency_fake_weight", 0.0, "Balanced consistency regularisation on generated images."
+)
+flags.DEFINE_string(
+    "consistency_augment", "translation", "Transforms of consistency regularisation."
+)
 flags.DEFINE_integer(
     "warmup_critic_steps",
     0,
@@ -193,6 +247,10 @@ def _dataset():
     from gans import data
 
     options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
+    if FLAGS.data_fraction != 1.0:
+        if FLAGS.dataset != "digits":
+            raise UserError(f"--data_fraction applies to the digits, not {FLAGS.dataset}.")
+        options["fraction"] = FLAGS.data_fraction
     is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)
     if is_tfds:
         options.update(data_dir=FLAGS.data_dir, split=FLAGS.split)
@@ -239,6 +297,22 @@ def _check_flags() -> None:
     for name in ("beta1", "beta2"):
         if not 0 <= FLAGS[name].value < 1:
             raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
+    if not 0 < FLAGS.data_fraction <= 1:
+        raise UserError(f"--data_fraction must be in (0, 1], got {FLAGS.data_fraction}.")
+    if FLAGS.critic_width is not None and FLAGS.critic_width < 1:
+        raise UserError(f"--critic_width must be >= 1, got {FLAGS.critic_width}.")
+    if FLAGS.attention_resolution < 0:
+        raise UserError(
+            f"--attention_resolution must be >= 0 (0: none), got {FLAGS.attention_resolution}."
+        )
+    if FLAGS.clip and (FLAGS.spectral_norm or FLAGS.generator_spectral_norm):
+        raise UserError(
+            "spectral normalisation already bounds every layer's Lipschitz constant; drop --clip "
+            "or --spectral_norm (weight clipping on normalised weights only shrinks them further)."
+        )
+    for name in ("augment_probability", "ada_target", "ada_kimg"):
+        if not math.isfinite(FLAGS[name].value):
+            raise UserError(f"--{name} must be a number, got {FLAGS[name].value}.")
 
 
 def _models(dataset, penalty, axis_name=None):
@@ -251,10 +325,50 @@ def _models(dataset, penalty, axis_name=None):
     kind = FLAGS.model
     if kind == "auto":
         kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
+    critic_width = FLAGS.critic_width or FLAGS.width
+    if FLAGS.attention_resolution and kind != "resnet":
+        raise UserError("--attention_resolution applies to --model=resnet only.")
+    if kind != "resnet" and FLAGS.critic_pooling != "mean":
+        raise UserError("--critic_pooling applies to --model=resnet only.")
     if kind == "mlp":
         hidden = (FLAGS.width,) * FLAGS.depth
-        generator = models.MLPGenerator(out_dim=math.prod(dataset.element_shape), hidden=hidden)
-        critic = models.MLPCritic(hidden=hidden, spectral_norm=FLAGS.spectral_norm)
+        generator = models.MLPGenerator(
+            out_dim=math.prod(dataset.element_shape),
+            hidden=hidden,
+            spectral_norm=FLAGS.generator_spectral_norm,
+        )
+        critic = models.MLPCritic(
+            hidden=(critic_width,) * FLAGS.depth, spectral_norm=FLAGS.spectral_norm
+        )
+    elif kind == "resnet":
+        if len(dataset.element_shape) != 3:
+            raise UserError(f"--model=resnet needs image data; {FLAGS.dataset} is 2-D.")
+        size, _, channels = dataset.element_shape
+        norm = FLAGS.critic_norm or "none"
+        if norm == "batch":
+            raise UserError(
+                "the ResNet critic has no BatchNorm (it would make the penalty batch-wide); use "
+                "--critic_norm=layer or none."
+            )
+        attention = FLAGS.attention_resolution or None
+        generator = models.ResNetGenerator(
+            image_size=size,
+            channels=channels,
+            width=FLAGS.width,
+            num_classes=dataset.num_classes if FLAGS.conditional else None,
+            spectral_norm=FLAGS.generator_spectral_norm,
+            attention_resolution=attention,
+            axis_name=axis_name,
+        )
+        critic = models.ResNetCritic(
+            width=critic_width,
+            normalization=norm,
+            spectral_norm=FLAGS.spectral_norm,
+            pooling=FLAGS.critic_pooling,
+            score_bias=FLAGS.critic_pooling == "mean",
+            attention_resolution=attention,
+            axis_name=axis_name,
+        )
     else:
         if len(dataset.element_shape) != 3:
             raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
@@ -271,10 +385,14 @@ def _models(dataset, penalty, axis_name=None):
         }
         generator_class, critic_class = image_models[kind]
         generator = generator_class(
-            image_size=size, channels=channels, width=FLAGS.width, axis_name=axis_name
+            image_size=size,
+            channels=channels,
+            width=FLAGS.width,
+            spectral_norm=FLAGS.generator_spectral_norm,
+            axis_name=axis_name,
         )
         critic = critic_class(
-            width=FLAGS.width,
+            width=critic_width,
             normalization=norm,
             spectral_norm=FLAGS.spectral_norm,
             downsampling=FLAGS.downsampling,
@@ -286,7 +404,8 @@ def _models(dataset, penalty, axis_name=None):
                 f"--conditional needs labelled data; {FLAGS.dataset} has none (use digits or a "
                 "Gaussian mixture, whose labels are the modes)."
             )
-        generator = models.ConditionalGenerator(generator, dataset.num_classes)
+        if kind != "resnet":  # The ResNet generator takes labels itself (conditional BatchNorm).
+            generator = models.ConditionalGenerator(generator, dataset.num_classes)
         critic = models.ConditionalCritic(critic, dataset.num_classes, mode=FLAGS.conditioning)
     if FLAGS.info_categories:
         critic = models.InfoGANCritic(
@@ -332,6 +451,13 @@ def _sweep():
         raise UserError(str(e)) from None
 
 
+def _policy(spec: str) -> tuple[str, ...]:
+    """An augmentation flag as a checked tuple of transform names (empty: off)."""
+    from gans import augment
+
+    return augment.parse_policy(spec) if spec.strip() else ()
+
+
 def build_run():
     """Composes data, models, optimizers and step settings from the flags."""
     _check_flags()  # Before importing JAX: a typo is reported at once.
@@ -366,6 +492,11 @@ def build_run():
     if kind == "msg":
         scales = models.num_scales_for(dataset.element_shape[0])
         real_transform = functools.partial(models.image_pyramid, num_scales=scales)
+    if FLAGS.augment and len(dataset.element_shape) != 3:
+        raise UserError(f"--augment transforms images; {FLAGS.dataset} is 2-D.")
+    if FLAGS.consistency_weight or FLAGS.consistency_fake_weight:
+        if len(dataset.element_shape) != 3:
+            raise UserError(f"consistency regularisation transforms images; {FLAGS.dataset} is 2-D.")
     info = None
     if FLAGS.info_categories:
         info = train.InfoCodes(
@@ -389,6 +520,13 @@ def build_run():
             info=info,
             ema_decay=FLAGS.ema_decay or None,
             real_transform=real_transform,
+            augment=_policy(FLAGS.augment),
+            augment_probability=FLAGS.augment_probability,
+            ada_target=FLAGS.ada_target or None,
+            ada_kimg=FLAGS.ada_kimg,
+            consistency_weight=FLAGS.consistency_weight,
+            consistency_fake_weight=FLAGS.consistency_fake_weight,
+            consistency_policy=_policy(FLAGS.consistency_augment),
         )
         optimizer = lambda lr, clip=None: train.make_optimizer(
             FLAGS.optimizer,
@@ -454,6 +592,17 @@ GAN_ONLY_FLAGS = (
     "info_weight",
     "info_continuous_weight",
     "spectral_norm",
+    "generator_spectral_norm",
+    "critic_width",
+    "critic_pooling",
+    "attention_resolution",
+    "augment",
+    "augment_probability",
+    "ada_target",
+    "ada_kimg",
+    "consistency_weight",
+    "consistency_fake_weight",
+    "consistency_augment",
     "downsampling",
     "critic_norm",
     "critic_lr",
@@ -547,6 +696,8 @@ def _print_progress(progress) -> None:
         parts.append(f"W {m['wasserstein_estimate']:.4f}")
     if m.get("penalty"):
         parts.append(f"penalty {m['penalty']:.4f}")
+    if "augment_probability" in m:
+        parts.append(f"augment p {m['augment_probability']:.3f}")
     if len(progress.runs) > 1:
         parts.append(f"(run 0 of {len(progress.runs)}; each run logs into its run_K directory)")
     print("  ".join(parts), flush=True)

@@ -285,3 +285,18 @@ def test_unknown_dataset_lists_the_known_ones():
 def test_unknown_option_raises_value_error():
     with pytest.raises(ValueError, match="'8gaussians'"):
         data.get_dataset("8gaussians", sigma=0.1)
+
+
+def test_a_digits_fraction_keeps_every_class_in_proportion_and_nests():
+    _, labels = data.load_digits()
+    quarter, tenth = data.digits_subset(0.25, labels), data.digits_subset(0.1, labels)
+    for kept, fraction in ((quarter, 0.25), (tenth, 0.1)):
+        counts, full = np.bincount(labels[kept], minlength=10), np.bincount(labels, minlength=10)
+        np.testing.assert_array_equal(counts, np.maximum(1, np.round(fraction * full)))
+    assert set(tenth) <= set(quarter)
+    np.testing.assert_array_equal(data.digits_subset(1.0, labels), np.arange(len(labels)))
+    dataset = data.get_dataset("digits", fraction=0.1)
+    assert len(dataset.images) == len(tenth)
+    assert set(dataset.batch(0, 64, seed=0)["y"].reshape(-1)) <= set(range(10))
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        data.digits_subset(0.0, labels)

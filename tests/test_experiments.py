@@ -30,15 +30,35 @@ def test_every_flagfile_opens_with_what_it_runs_its_cpu_time_and_the_expected_re
         assert "CPU time:" in header and "Expected:" in header, name
 
 
+MODULES = sorted(
+    (path.stem for path in FLAGS.parent.glob("*.py") if not path.stem.startswith("_")),
+    key=len,
+    reverse=True,
+)
+# Flagfiles of data sets that cannot be downloaded here run their settings on the digits (the
+# TFDS loaders are tested on mocked data in tests/test_tfds.py); the ResNets, whose programs
+# take XLA:CPU far longer to compile, at their smallest side.
+OFFLINE = {"cifar10": ["--dataset=digits"]}
+RESNET_SHRUNK = ["--image_size=16"]
+
+
+def module_of(flagfile: str) -> str:
+    """The experiment a flagfile runs: the longest module name it starts with."""
+    return next(module for module in MODULES if flagfile.startswith(module + "_"))
+
+
 @pytest.mark.parametrize("flagfile", TRAINING_FLAGFILES)
 def test_two_steps_from_the_flagfile(tmp_path, flagfile):
-    module = flagfile.rsplit("_", 1)[0]
+    module = module_of(flagfile)
     workdir = tmp_path / "run"
     # The shared training tricks ride along, so every experiment is shown to accept them.
     if module == "vae":
         tricks = VAE_TRICKS
     else:
-        tricks = TRICKS + (LABEL_TRICKS if module in CROSS_ENTROPY else [])
+        tricks = TRICKS + (LABEL_TRICKS if module in CROSS_ENTROPY else []) + ["--critic_width=16"]
+    tricks += OFFLINE.get(flagfile.removesuffix(".cfg").rsplit("_", 1)[-1], [])
+    if module == "sngan" or "--model=resnet" in (FLAGS / flagfile).read_text():
+        tricks += RESNET_SHRUNK
     result = run_experiment(
         module, f"--flagfile={FLAGS / flagfile}", f"--workdir={workdir}", *TINY, *tricks
     )
@@ -146,3 +166,27 @@ def test_a_run_resumes_is_scored_and_sampled_from_its_checkpoint(tmp_path):
     # Nothing is overwritten.
     refused = run_experiment("sample", f"--workdir={workdir}", "--num=30", f"--out={out}")
     assert refused.returncode != 0 and "exists; choose another --out" in refused.stderr
+
+
+def test_augmentation_ada_and_consistency_from_the_command_line(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_experiment(
+        "sngan",
+        f"--flagfile={FLAGS / 'sngan_digits.cfg'}",
+        f"--workdir={workdir}",
+        *TINY,
+        "--critic_width=16",
+        "--image_size=16",
+        "--n_critic=1",
+        "--augment=translation,cutout",
+        "--augment_probability=0.5",
+        "--ada_target=0.6",
+        "--ada_kimg=0.1",
+        "--consistency_weight=10",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = metric_lines(workdir)
+    assert first["augment_probability"] == 0.5 and first["consistency"] > 0
+    # ADA moved p by one increment of 16 images over 100 after step 1.
+    assert abs(second["augment_probability"] - 0.5) == pytest.approx(0.16, rel=1e-5)
+    assert "augment p 0.500" in result.stdout

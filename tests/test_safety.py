@@ -164,6 +164,29 @@ BAD_INPUTS = [
         "batch size 12 does not divide evenly over 8 devices",
         devices=8,
     ),
+    # Baselines: ResNets, spectral norm, augmentation.
+    Bad("unknown augmentation", ("--dataset=digits", "--augment=rotate"), "unknown augmentation 'rotate'"),
+    Bad("augmenting 2-D data", ("--augment=translation",), "--augment transforms images"),
+    Bad("NaN augment probability", ("--augment_probability=nan",), "must be a number"),
+    Bad(
+        "ADA target out of range",
+        ("--dataset=digits", "--augment=translation", "--ada_target=1.5"),
+        "ADA's target must be in (0, 1)",
+    ),
+    Bad(
+        "ResNet at 8 pixels",
+        ("--dataset=digits", "--image_size=8", "--model=resnet"),
+        "(16, 32, 48, 64)",
+    ),
+    Bad(
+        "attention resolution absent",
+        ("--dataset=digits", "--image_size=16", "--model=resnet", "--attention_resolution=5"),
+        "attention",
+    ),
+    Bad("attention on DCGAN", ("--dataset=digits", "--attention_resolution=8"), "--model=resnet only"),
+    Bad("spectral norm and clipping", ("--spectral_norm", "--clip=0.01"), "drop --clip or --spectral_norm"),
+    Bad("zero data fraction", ("--data_fraction=0",), "--data_fraction must be in (0, 1]"),
+    Bad("data fraction of 2-D data", ("--data_fraction=0.5",), "applies to the digits"),
     # The VAE.
     Bad("VAE with a GAN flag", ("--label_smoothing=0.1",), "the VAE has no critic", "vae"),
     Bad("VAE with n_critic", ("--n_critic=2",), "--n_critic is a GAN flag", module="vae"),
