@@ -104,13 +104,6 @@ def check_rows(names: Sequence[str]) -> None:
         raise ValueError(f"give at least one row of: {', '.join(ROWS)}.")
 
 
-def run_directories(workdir: pathlib.Path, name: str, num_seeds: int) -> list[pathlib.Path]:
-    """Where each seed of row ``name`` writes (``gans.runner``'s ``run_K`` for several)."""
-    if num_seeds == 1:
-        return [workdir / name]
-    return [workdir / name / f"run_{k}" for k in range(num_seeds)]
-
-
 def command(
     name: str, workdir: pathlib.Path, *, steps: int, seed: int, num_seeds: int
 ) -> list[str]:
@@ -133,7 +126,7 @@ def command(
 def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any] | None:
     """Row ``name``'s scores of every seed, their medians, and its wall time; None if unfinished."""
     qualities = [
-        digits_comparison.final_quality(d) for d in run_directories(workdir, name, num_seeds)
+        digits_comparison.final_quality(d) for d in digits_comparison.run_directories(workdir, name, num_seeds)
     ]
     if any(q is None for q in qualities):
         return None
@@ -206,7 +199,7 @@ def run_study(
     """Trains every row not yet finished, rewriting the tables after each."""
     check_rows(names)
     for name in names:
-        directories = run_directories(workdir, name, num_seeds)
+        directories = digits_comparison.run_directories(workdir, name, num_seeds)
         qualities = [digits_comparison.final_quality(d) for d in directories]
         if all(q is not None and q["step"] == steps for q in qualities):
             print(f"{name}: finished earlier, kept", flush=True)
