@@ -96,7 +96,8 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "attention_resolution",
     0,
-    "ResNet: a self-attention block (SAGAN) after the blocks of this side in both players; 0: none.",
+    "ResNet: a self-attention block (SAGAN) after the blocks of this side in both players; "
+    "0: none.",
 )
 flags.DEFINE_bool("conditional", False, "Conditional GAN: labels into both players.")
 flags.DEFINE_enum(
@@ -496,7 +497,9 @@ def build_run():
         raise UserError(f"--augment transforms images; {FLAGS.dataset} is 2-D.")
     if FLAGS.consistency_weight or FLAGS.consistency_fake_weight:
         if len(dataset.element_shape) != 3:
-            raise UserError(f"consistency regularisation transforms images; {FLAGS.dataset} is 2-D.")
+            raise UserError(
+                f"consistency regularisation transforms images; {FLAGS.dataset} is 2-D."
+            )
     info = None
     if FLAGS.info_categories:
         info = train.InfoCodes(

@@ -76,9 +76,7 @@ def _side_fraction(side: int, ratio: float) -> int:
 def shift_matrices(shifts: Array, side: int) -> Array:
     """``[B, side, side]`` 0/1 matrices ``S`` with ``(S v)[i] = v[i + shift]`` (0 outside)."""
     rows = jnp.arange(side)
-    return (rows[None, :, None] + shifts[:, None, None] == rows[None, None, :]).astype(
-        jnp.float32
-    )
+    return (rows[None, :, None] + shifts[:, None, None] == rows[None, None, :]).astype(jnp.float32)
 
 
 def _integer_pairs(
@@ -107,16 +105,16 @@ def _cutout(x: Array, key: Array, axis_name: str | None) -> Array:
     size = (_side_fraction(h, CUTOUT_RATIO), _side_fraction(w, CUTOUT_RATIO))
 
     # The reference's centres: 0 .. side - 1, and side itself when the size is even.
-    centres = _integer_pairs(
-        key, b, (0, 0), (h + 1 - size[0] % 2, w + 1 - size[1] % 2), axis_name
-    )
+    centres = _integer_pairs(key, b, (0, 0), (h + 1 - size[0] % 2, w + 1 - size[1] % 2), axis_name)
 
     def inside(centre, side, length):
         start = centre[:, None] - length // 2
         index = jnp.arange(side)[None, :]
         return (index >= start) & (index < start + length)
 
-    hole = inside(centres[:, 0], h, size[0])[:, :, None] & inside(centres[:, 1], w, size[1])[:, None]
+    hole = (
+        inside(centres[:, 0], h, size[0])[:, :, None] & inside(centres[:, 1], w, size[1])[:, None]
+    )
     return x * (~hole)[..., None].astype(x.dtype)
 
 

@@ -40,7 +40,9 @@ def test_shift_matrices_move_a_vector_and_shift_in_zeros():
 
 def test_translation_is_an_integer_shift_of_at_most_an_eighth_with_zeros_shifted_in():
     side = 16
-    x = jnp.broadcast_to(jnp.arange(1.0, side * side + 1).reshape(1, side, side, 1), (32, side, side, 1))
+    x = jnp.broadcast_to(
+        jnp.arange(1.0, side * side + 1).reshape(1, side, side, 1), (32, side, side, 1)
+    )
     y = np.asarray(augment.augment(x, KEY, ("translation",)))
     reach = 2  # int(16 * 0.125 + 0.5)
     seen = set()
@@ -105,7 +107,11 @@ def test_color_saturation_is_the_identity_on_one_channel_and_contrast_keeps_the_
 
 @pytest.mark.parametrize("name", list(augment.TRANSFORMS))
 def test_gradients_of_every_transform_by_finite_differences(name):
-    x = _images(batch=2, side=4, channels=2).astype(jnp.float64) if jax.config.x64_enabled else _images(batch=2, side=4, channels=2)
+    x = (
+        _images(batch=2, side=4, channels=2).astype(jnp.float64)
+        if jax.config.x64_enabled
+        else _images(batch=2, side=4, channels=2)
+    )
     f = lambda x: augment.augment(x, KEY, (name,), probability=0.7)
     check_grads(f, (x,), order=2, modes=["rev"], atol=2e-2, rtol=2e-2)
 
@@ -197,7 +203,11 @@ GP = dict(penalty="gradient_penalty", penalty_options=(("weight", 10.0),))
 def test_a_step_at_probability_zero_is_the_step_without_augmentation():
     plain = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, **GP)
     off = train.StepConfig(
-        loss="wasserstein", z_dim=Z_DIM, augment=augment.DIFFAUGMENT_POLICY, augment_probability=0.0, **GP
+        loss="wasserstein",
+        z_dim=Z_DIM,
+        augment=augment.DIFFAUGMENT_POLICY,
+        augment_probability=0.0,
+        **GP,
     )
     a, _ = jax.jit(train.make_train_step(plain))(_state(plain), _batches())
     b, metrics_b = jax.jit(train.make_train_step(off))(_state(off), _batches())
@@ -206,11 +216,15 @@ def test_a_step_at_probability_zero_is_the_step_without_augmentation():
     assert metrics_b["augment_probability"] == 0.0
     on = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, augment=("translation",), **GP)
     c, _ = jax.jit(train.make_train_step(on))(_state(on), _batches())
-    assert not np.allclose(c.generator_params["Dense_0"]["kernel"], a.generator_params["Dense_0"]["kernel"])
+    assert not np.allclose(
+        c.generator_params["Dense_0"]["kernel"], a.generator_params["Dense_0"]["kernel"]
+    )
 
 
 def test_the_penalty_is_taken_on_interpolates_of_augmented_images():
-    config = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, augment=("translation", "cutout"), **GP)
+    config = train.StepConfig(
+        loss="wasserstein", z_dim=Z_DIM, augment=("translation", "cutout"), **GP
+    )
     state = _state(config)
     batches = _batches()
     _, metrics = jax.jit(train.make_train_step(config))(state, batches)
@@ -219,7 +233,9 @@ def test_the_penalty_is_taken_on_interpolates_of_augmented_images():
     key = jax.random.split(critic_key, 1)[0]
     z_key, penalty_key, _, _, noise_key = jax.random.split(key, 5)
     z, _ = train._latents(config, z_key, 8)
-    fake, _ = train._apply(state.generator, state.generator_params, state.generator_state, (z,), True)
+    fake, _ = train._apply(
+        state.generator, state.generator_params, state.generator_state, (z,), True
+    )
     real = batches["x"][0]
     seen = train.critic_inputs(config, state, real, fake, train._augment_key(key), noise_key)
     critic_fn = lambda x: state.critic.apply({"params": state.critic_params}, x)
@@ -231,7 +247,12 @@ def test_the_penalty_is_taken_on_interpolates_of_augmented_images():
 
 def test_ada_step_moves_p_by_one_increment_in_the_signal_direction():
     config = train.StepConfig(
-        loss="hinge", z_dim=Z_DIM, augment=("translation",), augment_probability=0.3, ada_target=0.6, ada_kimg=1.0
+        loss="hinge",
+        z_dim=Z_DIM,
+        augment=("translation",),
+        augment_probability=0.3,
+        ada_target=0.6,
+        ada_kimg=1.0,
     )
     state = _state(config)
     new, metrics = jax.jit(train.make_train_step(config))(state, _batches(n_critic=2))
@@ -254,14 +275,20 @@ def test_consistency_regularization_of_a_linear_critic_in_closed_form():
     cr, changes = penalties.consistency_regularization(critic_fn, x, fake, KEY, weight=10.0)
     np.testing.assert_allclose(cr, 10 * real_term, rtol=1e-5)
     assert changes.shape == (x.shape[0],)
-    bcr, _ = penalties.consistency_regularization(critic_fn, x, fake, KEY, weight=10.0, fake_weight=5.0)
+    bcr, _ = penalties.consistency_regularization(
+        critic_fn, x, fake, KEY, weight=10.0, fake_weight=5.0
+    )
     np.testing.assert_allclose(bcr, 10 * real_term + 5 * fake_term, rtol=1e-5)
 
 
 def test_consistency_is_added_to_the_critic_loss_and_logged():
-    config = train.StepConfig(loss="hinge", z_dim=Z_DIM, consistency_weight=10.0, consistency_fake_weight=10.0)
+    config = train.StepConfig(
+        loss="hinge", z_dim=Z_DIM, consistency_weight=10.0, consistency_fake_weight=10.0
+    )
     _, metrics = jax.jit(train.make_train_step(config))(_state(config), _batches())
     assert metrics["consistency"] > 0
     np.testing.assert_allclose(
-        metrics["critic_loss"], metrics["critic_adversarial_loss"] + metrics["consistency"], rtol=1e-5
+        metrics["critic_loss"],
+        metrics["critic_adversarial_loss"] + metrics["consistency"],
+        rtol=1e-5,
     )

@@ -33,7 +33,10 @@ def test_a_rows_command_is_its_flagfile_its_flags_and_the_budget(tmp_path):
     for flag in ("--data_fraction=0.1", "--ada_target=0.6", "--augment_probability=0"):
         assert flag in args
     assert args[-5:] == [
-        f"--workdir={tmp_path / 'sngan_10_ada'}", "--steps=7", "--seed=3", "--num_runs=2",
+        f"--workdir={tmp_path / 'sngan_10_ada'}",
+        "--steps=7",
+        "--seed=3",
+        "--num_runs=2",
         "--eval_every=7",
     ]
 

@@ -149,15 +149,24 @@ def test_the_critic_is_optimised_block_down_blocks_then_two_plain_blocks():
     # the down and plain blocks' residual paths; none in the optimised block, as in WGAN-GP.
     normed = models.ResNetCritic(width=4, normalization="layer", **NATIVE)
     params = _abstract(normed, jnp.zeros((1, 32, 32, 3)))["params"]
-    norms = {block: sorted(k for k in params[block] if k.startswith("LayerNorm"))
-             for block in params if block != "score"}
-    assert norms == {"optimized_0": [], **{b: ["LayerNorm_0", "LayerNorm_1"]
-                                           for b in ("down_1", "plain_2", "plain_3")}}
+    norms = {
+        block: sorted(k for k in params[block] if k.startswith("LayerNorm"))
+        for block in params
+        if block != "score"
+    }
+    assert norms == {
+        "optimized_0": [],
+        **{b: ["LayerNorm_0", "LayerNorm_1"] for b in ("down_1", "plain_2", "plain_3")},
+    }
     assert params["down_1"]["LayerNorm_0"]["scale"].shape == (4,)
     trunk = critic.trunk()
     # Each block's output side, read off the trunk's traced intermediates.
-    for size, sides in [(16, (8, 8, 8)), (32, (16, 8, 8, 8)), (48, (24, 12, 12, 12)),
-                        (64, (32, 16, 8, 8, 8))]:
+    for size, sides in [
+        (16, (8, 8, 8)),
+        (32, (16, 8, 8, 8)),
+        (48, (24, 12, 12, 12)),
+        (64, (32, 16, 8, 8, 8)),
+    ]:
         x = jnp.zeros((1, size, size, 3))
         variables = _abstract(trunk, x)
         apply = functools.partial(trunk.apply, capture_intermediates=True, mutable=True)
@@ -224,8 +233,12 @@ def test_a_network_with_attention_at_init_computes_what_it_computes_without():
     assert set(variables["params"]) == {"optimized_0", "attention", "plain_1", "plain_2", "score"}
     variables["params"]["score"]["bias"] = jnp.ones((1,))
     shared = {"params": {k: v for k, v in variables["params"].items() if k != "attention"}}
-    moved = {"params": {**variables["params"], "attention": {
-        **variables["params"]["attention"], "gamma": jnp.float32(1.0)}}}
+    moved = {
+        "params": {
+            **variables["params"],
+            "attention": {**variables["params"]["attention"], "gamma": jnp.float32(1.0)},
+        }
+    }
 
     def run(variables, shared, moved):
         return attended.apply(variables, x), plain.apply(shared, x), attended.apply(moved, x)
@@ -276,7 +289,9 @@ def test_conditional_generator_and_projection_critic():
         for name in ("norm1", "norm2"):
             tables = params[block][name]
             assert {k: v["embedding"].shape for k, v in tables.items()} == {
-                "gain": (10, 4), "bias": (10, 4)}
+                "gain": (10, 4),
+                "bias": (10, 4),
+            }
     assert set(params["norm"]) == {"scale", "bias"}
     images, _ = jax.eval_shape(
         functools.partial(generator.init_with_output, train=False), _key(), z, labels
@@ -314,8 +329,11 @@ def test_spectral_norm_reaches_every_layer_and_stores_the_top_singular_value():
     x = _normal(0, (2, 16, 16, 1))
     critic = models.ResNetCritic(width=8, spectral_norm=True, attention_resolution=8, **NATIVE)
     variables = _variables(critic, x)
-    kernels = [p for p, _ in jax.tree_util.tree_flatten_with_path(variables["params"])[0]
-               if p[-1].key == "kernel"]
+    kernels = [
+        p
+        for p, _ in jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+        if p[-1].key == "kernel"
+    ]
     # 3 + 2 + 2 block convolutions, 4 in attention, the score: one entry each.
     assert len(kernels) == len(_kernels_and_sigmas(variables)) == 12
     step = lambda v, x: critic.apply(v, x, train=True, mutable=[layers.SPECTRAL_COLLECTION])[1]
@@ -329,8 +347,11 @@ def test_spectral_norm_reaches_every_layer_and_stores_the_top_singular_value():
         image_size=16, channels=1, width=8, spectral_norm=True, attention_resolution=16
     )
     g_vars = _abstract(generator, jnp.zeros((1, 8)))
-    g_kernels = [p for p, _ in jax.tree_util.tree_flatten_with_path(g_vars["params"])[0]
-                 if p[-1].key == "kernel"]
+    g_kernels = [
+        p
+        for p, _ in jax.tree_util.tree_flatten_with_path(g_vars["params"])[0]
+        if p[-1].key == "kernel"
+    ]
     # Dense, 3 per up-block, 4 in attention, the output convolution.
     assert len(g_kernels) == len(_kernels_and_sigmas(g_vars)) == 1 + 2 * 3 + 4 + 1
 

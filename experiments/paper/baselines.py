@@ -49,13 +49,15 @@ class Row:
 AUGMENT = "--augment=translation,cutout"  # DiffAugment's policy for grey images (colour adds
 # only brightness and contrast there).
 ROWS = {
-    "wgan_gp_dcgan": Row(
-        "WGAN-GP, DCGAN", "wgan_gp", "wgan_gp_digits.cfg", ("--image_size=32",)
-    ),
+    "wgan_gp_dcgan": Row("WGAN-GP, DCGAN", "wgan_gp", "wgan_gp_digits.cfg", ("--image_size=32",)),
     "wgan_gp_resnet": Row("WGAN-GP, ResNet", "wgan_gp", "wgan_gp_resnet_digits.cfg"),
     "sngan": Row("SNGAN (hinge, SN ResNet)", "sngan", "sngan_digits.cfg"),
-    "sngan_25": Row("SNGAN, 25 % of the digits", "sngan", "sngan_digits.cfg", ("--data_fraction=0.25",)),
-    "sngan_10": Row("SNGAN, 10 % of the digits", "sngan", "sngan_digits.cfg", ("--data_fraction=0.1",)),
+    "sngan_25": Row(
+        "SNGAN, 25 % of the digits", "sngan", "sngan_digits.cfg", ("--data_fraction=0.25",)
+    ),
+    "sngan_10": Row(
+        "SNGAN, 10 % of the digits", "sngan", "sngan_digits.cfg", ("--data_fraction=0.1",)
+    ),
     "sngan_augment": Row("SNGAN + DiffAugment", "sngan", "sngan_digits.cfg", (AUGMENT,)),
     "sngan_25_augment": Row(
         "SNGAN + DiffAugment, 25 %", "sngan", "sngan_digits.cfg", ("--data_fraction=0.25", AUGMENT)
@@ -70,9 +72,14 @@ ROWS = {
         ("--data_fraction=0.1", AUGMENT, "--augment_probability=0", "--ada_target=0.6"),
     ),
     "sngan_attention": Row(
-        "SNGAN + self-attention at 16x16", "sngan", "sngan_digits.cfg", ("--attention_resolution=16",)
+        "SNGAN + self-attention at 16x16",
+        "sngan",
+        "sngan_digits.cfg",
+        ("--attention_resolution=16",),
     ),
-    "sngan_cr": Row("SNGAN + CR (lambda 10)", "sngan", "sngan_digits.cfg", ("--consistency_weight=10",)),
+    "sngan_cr": Row(
+        "SNGAN + CR (lambda 10)", "sngan", "sngan_digits.cfg", ("--consistency_weight=10",)
+    ),
     "sngan_bcr": Row(
         "SNGAN + bCR (10, 10)",
         "sngan",
@@ -126,7 +133,8 @@ def command(
 def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any] | None:
     """Row ``name``'s scores of every seed, their medians, and its wall time; None if unfinished."""
     qualities = [
-        digits_comparison.final_quality(d) for d in digits_comparison.run_directories(workdir, name, num_seeds)
+        digits_comparison.final_quality(d)
+        for d in digits_comparison.run_directories(workdir, name, num_seeds)
     ]
     if any(q is None for q in qualities):
         return None

@@ -61,8 +61,7 @@ def _check_image_size(owner: str, image_size: int) -> None:
 def _check_implementation(owner: str, implementation: str) -> None:
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
-            f"{owner} conv_implementation must be one of {IMPLEMENTATIONS}, got "
-            f"{implementation!r}."
+            f"{owner} conv_implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
         )
 
 
