@@ -68,6 +68,11 @@ def mean(x: Array, axis_name: str | None = None) -> Array:
     return local if axis_name is None else jax.lax.pmean(local, axis_name)
 
 
+def mean_tree(tree: Any, axis_name: str | None = None) -> Any:
+    """Every leaf of ``tree`` averaged over the devices on ``axis_name`` (unchanged without)."""
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
 def std(x: Array, axis_name: str | None = None) -> Array:
     """The standard deviation of every element of ``x`` across the global batch."""
     centre = mean(x, axis_name)

@@ -12,6 +12,15 @@ a second backward pass. Under ``pmap``, ``axis_name`` makes the random draws (an
 DRAGAN's batch std) those of the global batch, so a run does not depend on the
 device count (see ``gans.parallel``).
 
+A penalty with its hyper-parameters bound is a typed value: a frozen dataclass per penalty
+(``GradientPenalty(weight=10.0, one_sided=True)``), hashable and checked when built, and
+itself a penalty of the signature above (it passes its fields as the options). This is what
+``gans.train.StepConfig`` holds; ``make_penalty(name, **options)`` builds one from a
+registered name. The random numbers a penalty draws have their own functions
+(``interpolation_factors``, ``perturbation_draws``, ``consistency_views``), and the penalty
+takes the drawn values in place of ``key``, so a value can be reproduced outside without
+copying the key handling.
+
 Norms are per example, ``||grad_x f(x_i)||_2`` over all of ``x_i``'s
 coordinates, through ``optax.safe_norm`` so the penalty's own gradient is
 defined (zero) where an input gradient is exactly zero. A batch may be a pytree
@@ -26,17 +35,20 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gans import augment, parallel
 
 Array = jax.Array
+PyTree = Any
 CriticFn = Callable[[Array], Array]
 GradMode = Literal["sum", "vmap"]
 
@@ -96,8 +108,9 @@ def gradient_norms(critic_fn: CriticFn, x: Array, *, mode: GradMode = "sum") -> 
     return optax.safe_norm(flat, 0.0, axis=1)
 
 
-def _check_weight(weight: float) -> None:
-    if not isinstance(weight, jax.core.Tracer) and weight < 0:
+def _check_weight(weight: float | Array) -> None:
+    # A traced weight (one per vmapped run, gans.sweep) is checked where it is set.
+    if not isinstance(weight, jax.core.Tracer) and np.any(np.asarray(weight) < 0):
         raise ValueError(
             f"penalty weight must be >= 0, got {weight}; the papers use 10 (0.1 for 2-D toys)."
         )
@@ -108,17 +121,34 @@ def _norm_deviation(norms: Array, target: float, one_sided: bool) -> Array:
     return jax.nn.relu(deviation) if one_sided else deviation
 
 
+def interpolation_factors(key: Array, batch_size: int, *, axis_name: str | None = None) -> Array:
+    """WGAN-GP's interpolation factors ``eps ~ U[0, 1]``, one per example, ``[B]``.
+
+    Under ``pmap`` (``axis_name``) this device's slice of the global batch's draw.
+    """
+    return parallel.draw_like(jax.random.uniform, key, (batch_size,), axis_name)
+
+
+def _check_per_example(name: str, values: Array, batch_size: int) -> None:
+    if jnp.shape(values) != (batch_size,):
+        raise ValueError(
+            f"{name} must hold one value per example, shape ({batch_size},), got "
+            f"{jnp.shape(values)}."
+        )
+
+
 def gradient_penalty(
     critic_fn: CriticFn,
     real: Array,
     fake: Array,
-    key: Array,
+    key: Array | None,
     *,
-    weight: float = 10.0,
+    weight: float | Array = 10.0,
     target: float = 1.0,
     one_sided: bool = False,
     mode: GradMode = "sum",
     axis_name: str | None = None,
+    factors: Array | None = None,
 ) -> tuple[Array, Array]:
     """WGAN-GP penalty on random interpolates [WGAN-GP, Eq. 3].
 
@@ -130,12 +160,15 @@ def gradient_penalty(
       critic_fn: batch -> scores ``[B]``, closing over the critic parameters.
       real: real batch ``[B, ...]``.
       fake: generated batch, same shape as ``real``.
-      key: PRNG key for the interpolation factors.
+      key: PRNG key for the interpolation factors (``interpolation_factors``); unused, and may
+        be None, when ``factors`` are given.
       weight: lambda; 10 in the paper (0.1 for its 2-D toys).
       target: the gradient norm aimed at (1 for a 1-Lipschitz critic).
       one_sided: penalise only norms above ``target``.
       mode: see ``input_gradients``.
       axis_name: the pmap axis the batch is split over, or None.
+      factors: ``eps`` ``[B]`` drawn beforehand, e.g. ``interpolation_factors(key, B)``, which
+        is what the penalty draws from ``key`` without them.
 
     Returns:
       ``(penalty, grad_norms)``: scalar and per-example norms ``[B]`` at ``x^``.
@@ -147,25 +180,48 @@ def gradient_penalty(
             f"real and fake batches must have the same shape to interpolate, got {shapes[0]} "
             f"and {shapes[1]}."
         )
-    eps = parallel.draw_like(jax.random.uniform, key, (_batch_size(real),), axis_name)
-    interpolates = _mix(real, fake, eps)
+    if factors is None:
+        factors = interpolation_factors(key, _batch_size(real), axis_name=axis_name)
+    _check_per_example("interpolation factors", factors, _batch_size(real))
+    interpolates = _mix(real, fake, factors)
     norms = gradient_norms(critic_fn, interpolates, mode=mode)
     value = weight * jnp.mean(_norm_deviation(norms, target, one_sided) ** 2)
     return value, norms
+
+
+def perturbation_draws(
+    key: Array, real: PyTree, *, symmetric: bool = False, axis_name: str | None = None
+) -> tuple[PyTree, Array]:
+    """DRAGAN's random numbers: directions ``u`` like ``real`` and factors ``alpha`` ``[B]``.
+
+    ``u ~ U[0, 1]`` element-wise (``U[-1, 1]`` with ``symmetric``), in each leaf's dtype, and
+    ``alpha ~ U[0, 1]`` per example; under ``pmap`` this device's slice of the global draws.
+    """
+    noise_key, alpha_key = jax.random.split(key)
+    low = -1.0 if symmetric else 0.0
+    leaves, treedef = jax.tree.flatten(real)
+    noise_keys = jax.random.split(noise_key, len(leaves))
+    uniform = lambda x: functools.partial(jax.random.uniform, dtype=x.dtype, minval=low, maxval=1.0)
+    directions = treedef.unflatten(
+        [parallel.draw_like(uniform(x), k, x.shape, axis_name) for x, k in zip(leaves, noise_keys)]
+    )
+    alpha = parallel.draw_like(jax.random.uniform, alpha_key, (_batch_size(real),), axis_name)
+    return directions, alpha
 
 
 def dragan_penalty(
     critic_fn: CriticFn,
     real: Array,
     fake: Array,
-    key: Array,
+    key: Array | None,
     *,
-    weight: float = 10.0,
+    weight: float | Array = 10.0,
     scale: float = 0.5,
     symmetric: bool = False,
     target: float = 1.0,
     mode: GradMode = "sum",
     axis_name: str | None = None,
+    draws: tuple[PyTree, Array] | None = None,
 ) -> tuple[Array, Array]:
     """DRAGAN penalty: the gradient penalty around perturbed real data [DRAGAN].
 
@@ -174,27 +230,21 @@ def dragan_penalty(
     ``x^ = x + alpha (x_p - x)`` with ``alpha ~ U[0, 1]`` per example, and
     ``lambda * E[(||grad f(x^)|| - 1)^2]``. ``symmetric=True`` draws
     ``u ~ U[-1, 1]`` so the perturbation is centred on the data. ``fake`` is unused.
+    ``draws = (u, alpha)`` given beforehand (``perturbation_draws``) replace the ones drawn
+    from ``key``, which may then be None (``symmetric`` only shapes the draw).
 
     Returns:
       ``(penalty, grad_norms)`` with norms at ``x^``.
     """
     del fake
     _check_weight(weight)
-    noise_key, alpha_key = jax.random.split(key)
-    low = -1.0 if symmetric else 0.0
-    leaves, treedef = jax.tree.flatten(real)
-    noise_keys = jax.random.split(noise_key, len(leaves))
-    uniform = lambda x: functools.partial(jax.random.uniform, dtype=x.dtype, minval=low, maxval=1.0)
-    perturbed = treedef.unflatten(
-        [
-            x
-            + scale
-            * parallel.std(x, axis_name)
-            * parallel.draw_like(uniform(x), k, x.shape, axis_name)
-            for x, k in zip(leaves, noise_keys)
-        ]
+    if draws is None:
+        draws = perturbation_draws(key, real, symmetric=symmetric, axis_name=axis_name)
+    directions, alpha = draws
+    _check_per_example("DRAGAN's alpha", alpha, _batch_size(real))
+    perturbed = jax.tree.map(
+        lambda x, u: x + scale * parallel.std(x, axis_name) * u, real, directions
     )
-    alpha = parallel.draw_like(jax.random.uniform, alpha_key, (_batch_size(real),), axis_name)
     points = _mix(perturbed, real, alpha)  # x + alpha (x_p - x)
     norms = gradient_norms(critic_fn, points, mode=mode)
     value = weight * jnp.mean((norms - target) ** 2)
@@ -205,9 +255,9 @@ def r1_penalty(
     critic_fn: CriticFn,
     real: Array,
     fake: Array,
-    key: Array,
+    key: Array | None,
     *,
-    weight: float = 10.0,
+    weight: float | Array = 10.0,
     mode: GradMode = "sum",
     axis_name: str | None = None,
 ) -> tuple[Array, Array]:
@@ -224,11 +274,85 @@ def r1_penalty(
     return 0.5 * weight * jnp.mean(norms**2), norms
 
 
-PENALTIES: dict[str, Penalty] = {
-    "gradient_penalty": gradient_penalty,
-    "dragan": dragan_penalty,
-    "r1": r1_penalty,
+class PenaltyOptions:
+    """A penalty with its hyper-parameters bound: a typed, hashable ``functools.partial``.
+
+    Subclasses are frozen, keyword-only dataclasses whose fields are the keyword options of
+    ``function`` (same names and defaults); an instance is itself a ``Penalty``, called with
+    the per-call options only (``axis_name``, drawn values):
+
+        penalty = GradientPenalty(weight=10.0, one_sided=True)
+        value, norms = penalty(critic_fn, real, fake, key, axis_name="batch")
+    """
+
+    name: ClassVar[str]
+    function: ClassVar[Penalty]
+
+    def __post_init__(self):
+        _check_weight(self.weight)
+        if self.mode not in ("sum", "vmap"):
+            raise ValueError(f"unknown gradient mode {self.mode!r}; choose 'sum' or 'vmap'.")
+
+    def options(self) -> dict[str, Any]:
+        """The fields as ``function``'s keyword options."""
+        # Not dataclasses.asdict, which would deep-copy a traced weight.
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def __call__(
+        self, critic_fn: CriticFn, real: PyTree, fake: PyTree, key: Array | None, **call_options
+    ) -> tuple[Array, Array]:
+        return type(self).function(critic_fn, real, fake, key, **self.options(), **call_options)
+
+    def with_weight(self, weight: float | Array) -> PenaltyOptions:
+        """The same penalty with another weight, e.g. a vmapped run's traced one (``gans.sweep``)."""
+        return dataclasses.replace(self, weight=weight)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GradientPenalty(PenaltyOptions):
+    """``gradient_penalty``'s options: WGAN-GP, two- or one-sided."""
+
+    name: ClassVar[str] = "gradient_penalty"
+    function: ClassVar[Penalty] = staticmethod(gradient_penalty)
+
+    weight: float | Array = 10.0
+    target: float = 1.0
+    one_sided: bool = False
+    mode: GradMode = "sum"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DraganPenalty(PenaltyOptions):
+    """``dragan_penalty``'s options."""
+
+    name: ClassVar[str] = "dragan"
+    function: ClassVar[Penalty] = staticmethod(dragan_penalty)
+
+    weight: float | Array = 10.0
+    scale: float = 0.5
+    symmetric: bool = False
+    target: float = 1.0
+    mode: GradMode = "sum"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class R1Penalty(PenaltyOptions):
+    """``r1_penalty``'s options (``weight`` is gamma)."""
+
+    name: ClassVar[str] = "r1"
+    function: ClassVar[Penalty] = staticmethod(r1_penalty)
+
+    weight: float | Array = 10.0
+    mode: GradMode = "sum"
+
+
+OPTIONS: dict[str, type[PenaltyOptions]] = {
+    options.name: options for options in (GradientPenalty, DraganPenalty, R1Penalty)
 }
+PENALTIES: dict[str, Penalty] = {name: options.function for name, options in OPTIONS.items()}
 
 
 def get_penalty(name: str) -> Penalty:
@@ -241,16 +365,48 @@ def get_penalty(name: str) -> Penalty:
         ) from None
 
 
+def make_penalty(name: str, **options) -> PenaltyOptions:
+    """The typed value of the penalty registered under ``name`` with ``options`` bound.
+
+    ``make_penalty("dragan", weight=10.0, symmetric=True) == DraganPenalty(weight=10.0,
+    symmetric=True)``; unknown names and options raise ``ValueError`` listing the known ones.
+    """
+    get_penalty(name)
+    known = [field.name for field in dataclasses.fields(OPTIONS[name])]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"penalty {name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(known)}."
+        )
+    return OPTIONS[name](**options)
+
+
+def consistency_views(
+    key: Array,
+    real: Array,
+    fake: Array | None = None,
+    *,
+    policy: tuple[str, ...] = ("translation",),
+    axis_name: str | None = None,
+) -> tuple[Array, Array | None]:
+    """Consistency regularisation's random views ``(T(real), T(fake))`` (None without ``fake``)."""
+    real_key, fake_key = jax.random.split(key)
+    moved = lambda x, k: augment.augment(x, k, policy, axis_name=axis_name)
+    return moved(real, real_key), None if fake is None else moved(fake, fake_key)
+
+
 def consistency_regularization(
     critic_fn: CriticFn,
     real: Array,
     fake: Array,
-    key: Array,
+    key: Array | None,
     *,
-    weight: float = 10.0,
-    fake_weight: float = 0.0,
+    weight: float | Array = 10.0,
+    fake_weight: float | Array = 0.0,
     policy: tuple[str, ...] = ("translation",),
     axis_name: str | None = None,
+    views: tuple[Array, Array | None] | None = None,
 ) -> tuple[Array, Array]:
     """Consistency regularisation: the critic's squared change under augmentation.
 
@@ -261,7 +417,8 @@ def consistency_regularization(
     both scores, as in the papers. ``T`` is ``gans.augment.augment`` with ``policy`` (CR-GAN's
     CIFAR setting: random shifts, and flips, which change what a digit is). Of this module's
     signature, but a regulariser of the critic's outputs rather than of its input gradient: the
-    trainer adds it beside a Lipschitz penalty, not in place of one.
+    trainer adds it beside a Lipschitz penalty, not in place of one. ``views = (T(real),
+    T(fake))`` given beforehand (``consistency_views``) replace the ones drawn from ``key``.
 
     Returns:
       ``(value, changes)``: the weighted scalar and the per-example squared changes ``[B]`` of
@@ -269,14 +426,15 @@ def consistency_regularization(
     """
     _check_weight(weight)
     _check_weight(fake_weight)
-    real_key, fake_key = jax.random.split(key)
-
-    def changes(x, k):
-        moved = augment.augment(x, k, policy, axis_name=axis_name)
-        return jnp.square(critic_fn(x) - critic_fn(moved))
-
-    real_changes = changes(real, real_key)
+    with_fake = isinstance(fake_weight, jax.core.Tracer) or fake_weight != 0
+    if views is None:
+        views = consistency_views(
+            key, real, fake if with_fake else None, policy=policy, axis_name=axis_name
+        )
+    real_view, fake_view = views
+    change = lambda x, moved: jnp.square(critic_fn(x) - critic_fn(moved))
+    real_changes = change(real, real_view)
     value = weight * jnp.mean(real_changes)
-    if not isinstance(fake_weight, jax.core.Tracer) and fake_weight == 0:
+    if not with_fake:
         return value, real_changes
-    return value + fake_weight * jnp.mean(changes(fake, fake_key)), real_changes
+    return value + fake_weight * jnp.mean(change(fake, fake_view)), real_changes

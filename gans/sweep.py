@@ -3,10 +3,13 @@
 The runs differ by seed (each its own initialisation, data and noise) or by the value of one
 hyper-parameter. Every quantity that differs between runs lives in the state, so the same
 vmapped step serves both: the seed through the state's key and parameters, the penalty weight
-through ``GANState.hparams``, learning rates and the clip bound through the optimizer states
-(``train.make_optimizer(..., sweepable=True)``). Run ``k`` of the vmapped program computes
-what a separate run with its settings computes, up to float reduction order.
+through ``GANState.hparams`` (each run's step puts its traced weight into the config's typed
+penalty, ``config.penalty.with_weight(w)``, before anything reads it), learning rates and the
+clip bound through the optimizer states (``train.make_optimizer(..., sweepable=True)``). Run
+``k`` of the vmapped program computes what a separate run with its settings computes, up to
+float reduction order.
 
+    config = train.StepConfig(loss="wasserstein", z_dim=128, penalty=penalties.GradientPenalty())
     states = [train.create_state(..., key=jax.random.key(seed + k)) for k in range(K)]
     step = jax.jit(sweep.make_vmapped_train_step(config))
     stacked, metrics = step(sweep.stack(states), batches)  # batches: [K, n_critic, B, ...]

@@ -41,7 +41,8 @@ class GANState(struct.PyTreeNode):
     is the run's root key: step ``t`` draws its randomness from
     ``fold_in(key, t)``, so no key is ever reused and a resumed run draws the
     same numbers. ``hparams`` holds hyper-parameters that vary across vmapped runs
-    (``gans.sweep``): a ``"penalty_weight"`` there replaces the config's.
+    (``gans.sweep``): a ``"penalty_weight"`` there is this run's weight of the config's
+    penalty, put into the typed penalty once, at the top of ``train_step``.
     ``augment_probability`` is the chance ``p`` of each augmentation (``gans.augment``), kept
     here because ADA moves it after every step; None without augmentation.
     """
@@ -91,8 +92,13 @@ class StepConfig:
     Attributes:
       loss: a name in ``gans.losses.LOSSES``.
       z_dim: size of the noise ``z ~ N(0, I)`` (InfoGAN codes are appended to it).
-      penalty: a name in ``gans.penalties.PENALTIES``, or None.
-      penalty_options: keyword options of the penalty (``weight``, ``one_sided``...).
+      penalty: the Lipschitz penalty with its hyper-parameters bound, a typed value such as
+        ``penalties.GradientPenalty(weight=10.0)`` (``gans.penalties.PenaltyOptions``), or None.
+        A registered name is accepted as shorthand and turned into that value with
+        ``penalty_options`` (``penalties.make_penalty``), so the config holds one typed value
+        either way and the step reads nothing else.
+      penalty_options: with a name for ``penalty`` only: its keyword options as pairs
+        (``(("weight", 10.0),)``); emptied once turned into the typed value.
       label_smoothing: one-sided smoothing of the real target (cross-entropy losses).
       flip_probability: chance of flipping a discriminator target (cross-entropy losses).
       flip_anneal_steps: if > 0, the flip probability decays linearly to 0 over these steps.
@@ -124,7 +130,7 @@ class StepConfig:
 
     loss: str
     z_dim: int
-    penalty: str | None = None
+    penalty: penalties_lib.PenaltyOptions | str | None = None
     penalty_options: tuple[tuple[str, Any], ...] = ()
     label_smoothing: float = 0.0
     flip_probability: float = 0.0
@@ -146,8 +152,7 @@ class StepConfig:
 
     def __post_init__(self):
         family = losses_lib.get_loss(self.loss)
-        if self.penalty is not None:
-            penalties_lib.get_penalty(self.penalty)
+        self._resolve_penalty()
         if self.z_dim < 1:
             raise ValueError(f"z_dim must be >= 1, got {self.z_dim}.")
         if not family.uses_labels and (self.label_smoothing or self.flip_probability):
@@ -156,11 +161,6 @@ class StepConfig:
                 f"{self.loss!r}; drop them or use loss 'non_saturating' or 'minimax'."
             )
         losses_lib.check_label_options(self.label_smoothing, self.flip_probability)
-        weight = dict(self.penalty_options).get("weight", 0.0)
-        if weight < 0:
-            raise ValueError(
-                f"penalty weight (lambda) must be >= 0, got {weight}; the papers use 10."
-            )
         if self.instance_noise < 0:
             raise ValueError(f"instance noise std must be >= 0, got {self.instance_noise}.")
         if self.flip_anneal_steps < 0 or self.noise_anneal_steps < 0:
@@ -170,6 +170,24 @@ class StepConfig:
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}.")
         self._check_augmentation()
+
+    def _resolve_penalty(self) -> None:
+        """Turns a penalty name and its option pairs into the typed value (checked there)."""
+        if isinstance(self.penalty, str):
+            penalty = penalties_lib.make_penalty(self.penalty, **dict(self.penalty_options))
+            # Frozen: set once here, so equal settings give equal (and equally hashed) configs.
+            object.__setattr__(self, "penalty", penalty)
+            object.__setattr__(self, "penalty_options", ())
+        elif self.penalty_options:
+            raise ValueError(
+                "penalty_options go with a penalty name; a typed penalty carries its own "
+                f"options: {self.penalty!r}."
+            )
+        if self.penalty is not None and not isinstance(self.penalty, penalties_lib.PenaltyOptions):
+            raise ValueError(
+                f"penalty must be a registered name or a gans.penalties.PenaltyOptions such as "
+                f"penalties.GradientPenalty(weight=10.0), got {self.penalty!r}."
+            )
 
     def _check_augmentation(self) -> None:
         if self.augment:
@@ -345,10 +363,6 @@ def generate(
     return _apply(state.generator, params, state.generator_state, inputs, train)[0]
 
 
-def _mean_over_devices(tree: PyTree, axis_name: str | None) -> PyTree:
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
-
-
 def _step_key(state: GANState) -> Array:
     # Shared by every device: each takes its slice of global draws (gans.parallel.draw).
     return jax.random.fold_in(state.key, state.step)
@@ -368,13 +382,9 @@ def _latents(config: StepConfig, key: Array, batch_size: int) -> tuple[Array, tu
     if config.info is None:
         return z, None
     info = config.info
-    codes = parallel.draw(
-        lambda k, n: infogan.sample_codes(k, n, info.num_categories, info.num_continuous),
-        code_key,
-        batch_size,
-        config.axis_name,
+    return infogan.generator_input(
+        z, code_key, info.num_categories, info.num_continuous, axis_name=config.axis_name
     )
-    return jnp.concatenate([z, infogan.codes_vector(*codes, config.info.num_categories)], 1), codes
 
 
 def _information(config: StepConfig, q: dict, codes: tuple) -> dict[str, Array]:
@@ -449,8 +459,14 @@ def _concat(a: PyTree, b: PyTree) -> PyTree:
 
 
 def _critic_update(
-    config: StepConfig, state: GANState, batch: Mapping[str, Array], key: Array
+    config: StepConfig,
+    state: GANState,
+    batch: Mapping[str, Array],
+    key: Array,
+    *,
+    probe: bool = True,
 ) -> tuple[GANState, Metrics]:
+    """One critic update; ``probe``: measure the slope on interpolates even without a penalty."""
     family = losses_lib.get_loss(config.loss)
     z_key, penalty_key, label_key, probe_key, noise_key = jax.random.split(key, 5)
     real = batch["x"] if config.real_transform is None else config.real_transform(batch["x"])
@@ -483,41 +499,40 @@ def _critic_update(
             q = None if q is None else jax.tree.map(lambda a: jnp.split(a, 2)[1], q)
         label_options = {}
         if family.uses_labels:
-            label_options = dict(
-                label_smoothing=config.label_smoothing,
-                flip_probability=_annealed(
+            label_options = {
+                "label_smoothing": config.label_smoothing,
+                "flip_probability": _annealed(
                     config.flip_probability, config.flip_anneal_steps, state.step
                 ),
-                key=label_key,
-            )
+                "key": label_key,
+            }
             if config.axis_name is not None:
                 label_options["axis_name"] = config.axis_name
         adversarial = family.discriminator(real_scores, fake_scores, **label_options)
         critic_fn = lambda x: critic(x, labels, state.critic_state)[0][0]
         if config.penalty is not None:
-            penalty_fn = penalties_lib.get_penalty(config.penalty)
-            options = dict(config.penalty_options)
-            if "penalty_weight" in state.hparams:
-                options["weight"] = state.hparams["penalty_weight"]
-            if config.axis_name is not None:
-                options["axis_name"] = config.axis_name
-            penalty, norms = penalty_fn(critic_fn, real, fake, penalty_key, **options)
-        else:
-            penalty = jnp.zeros((), jnp.float32)
-            # Diagnostic only: the critic's slope on interpolates, as WGAN-GP plots it.
-            _, norms = penalties_lib.gradient_penalty(
-                critic_fn, real, fake, probe_key, weight=0.0, axis_name=config.axis_name
+            penalty, norms = config.penalty(
+                critic_fn, real, fake, penalty_key, axis_name=config.axis_name
             )
-            norms = jax.lax.stop_gradient(norms)
-        aux = dict(
-            c_state=c_state,
-            real_score=jnp.mean(real_scores),
-            fake_score=jnp.mean(fake_scores),
-            real_sign=augment_lib.overfitting_signal(real_scores),
-            adversarial=adversarial,
-            penalty=penalty,
-            grad_norm=jnp.mean(norms),
-        )
+        else:
+            penalty, norms = jnp.zeros((), jnp.float32), None
+            if probe:
+                # Diagnostic only: the critic's slope on interpolates, as WGAN-GP plots it. Its
+                # own backward pass, so the step asks for it once, not in every critic update.
+                _, norms = penalties_lib.gradient_penalty(
+                    critic_fn, real, fake, probe_key, weight=0.0, axis_name=config.axis_name
+                )
+                norms = jax.lax.stop_gradient(norms)
+        aux = {
+            "c_state": c_state,
+            "real_score": jnp.mean(real_scores),
+            "fake_score": jnp.mean(fake_scores),
+            "real_sign": augment_lib.overfitting_signal(real_scores),
+            "adversarial": adversarial,
+            "penalty": penalty,
+        }
+        if norms is not None:
+            aux["grad_norm"] = jnp.mean(norms)
         loss = adversarial + penalty
         if config.consistency:
             aux["consistency"], _ = penalties_lib.consistency_regularization(
@@ -538,19 +553,20 @@ def _critic_update(
         return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
-    grads = _mean_over_devices(grads, config.axis_name)
+    grads = parallel.mean_tree(grads, config.axis_name)
     updates, opt_state = state.critic_tx.update(grads, state.critic_opt_state, state.critic_params)
     params = optax.apply_updates(state.critic_params, updates)
-    c_state = _mean_over_devices(aux.pop("c_state"), config.axis_name)
+    c_state = parallel.mean_tree(aux.pop("c_state"), config.axis_name)
     metrics = {
         "critic_loss": loss,
         "critic_adversarial_loss": aux["adversarial"],
         "penalty": aux["penalty"],
-        "critic_grad_norm_interpolates": aux["grad_norm"],
+        "critic_grad_norm_interpolates": aux.get("grad_norm"),
         "critic_real_score": aux["real_score"],
         "critic_fake_score": aux["fake_score"],
         "critic_param_grad_norm": optax.tree.norm(grads),
     }
+    metrics = {name: value for name, value in metrics.items() if value is not None}
     if family.estimates_wasserstein:
         metrics["wasserstein_estimate"] = aux["real_score"] - aux["fake_score"]
     if config.consistency:
@@ -598,7 +614,7 @@ def _generator_update(
         return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator_params)
-    grads = _mean_over_devices(grads, config.axis_name)
+    grads = parallel.mean_tree(grads, config.axis_name)
     updates, opt_state = state.generator_tx.update(
         grads, state.generator_opt_state, state.generator_params
     )
@@ -606,7 +622,7 @@ def _generator_update(
     ema = state.generator_ema_params
     if config.ema_decay is not None:
         ema = optax.incremental_update(params, ema, 1.0 - config.ema_decay)
-    g_state = _mean_over_devices(aux["g_state"], config.axis_name)
+    g_state = parallel.mean_tree(aux["g_state"], config.axis_name)
     state = state.replace(
         generator_params=params,
         generator_opt_state=opt_state,
@@ -637,27 +653,40 @@ def train_step(
 
     Returns:
       The new state and a flat dict of scalar metrics. Critic metrics are
-      averaged over the ``n_critic`` updates.
+      averaged over the ``n_critic`` updates, except, without a penalty,
+      ``critic_grad_norm_interpolates``: the last update's (see above).
     """
+    config = _run_config(config, state)
     batches = {k: v for k, v in batches.items() if k == "x" or config.num_classes is not None}
     n_critic, batch_size = jax.tree.leaves(batches["x"])[0].shape[:2]
     key = _step_key(state)
     critic_key, generator_key = jax.random.split(key)
     critic_keys = jax.random.split(critic_key, n_critic)
 
-    def critic_body(state, inputs):
+    def critic_body(state, inputs, probe=True):
         batch, k = inputs
-        return _critic_update(config, state, batch, k)
+        return _critic_update(config, state, batch, k, probe=probe)
 
+    # Unrolled: XLA:CPU runs convolutions inside a rolled loop body up to 10x slower than the
+    # same code laid out straight (measured in BUILD_NOTES.md).
+    scan = functools.partial(jax.lax.scan, unroll=n_critic <= _MAX_UNROLL)
     if n_critic == 1:
         first = jax.tree.map(lambda a: a[0], batches)
         state, critic_metrics = critic_body(state, (first, critic_keys[0]))
+    elif config.penalty is not None:
+        # The penalty returns its norms on interpolates: every update reports them for free.
+        state, critic_metrics = scan(critic_body, state, (batches, critic_keys))
     else:
-        # Unrolled: XLA:CPU runs convolutions inside a rolled loop body up to 10x slower
-        # than the same code laid out straight (measured in BUILD_NOTES.md).
-        state, critic_metrics = jax.lax.scan(
-            critic_body, state, (batches, critic_keys), unroll=n_critic <= _MAX_UNROLL
-        )
+        # Without a penalty those norms cost a backward pass of their own (a fifth of a WGAN
+        # step's FLOPs when every update measures them): only the last update does.
+        head = jax.tree.map(lambda a: a[:-1], (batches, critic_keys))
+        last = jax.tree.map(lambda a: a[-1], (batches, critic_keys))
+        state, scanned = scan(functools.partial(critic_body, probe=False), state, head)
+        state, final = critic_body(state, last)
+        critic_metrics = {
+            name: jnp.concatenate([scanned[name], value[None]]) if name in scanned else value
+            for name, value in final.items()
+        }
     state, generator_metrics = _generator_update(config, state, batch_size, generator_key)
     metrics = {name: jnp.mean(value) for name, value in critic_metrics.items()}
     if config.augment:
@@ -675,8 +704,25 @@ def train_step(
         metrics["flip_probability"] = jnp.asarray(
             _annealed(config.flip_probability, config.flip_anneal_steps, state.step), jnp.float32
         )
-    metrics = _mean_over_devices(metrics, config.axis_name)
+    metrics = parallel.mean_tree(metrics, config.axis_name)
     return state.replace(step=state.step + 1), metrics
+
+
+def _run_config(config: StepConfig, state: GANState) -> StepConfig:
+    """``config`` as ``state``'s run trains with it: a swept penalty weight put in its penalty.
+
+    A vmapped sweep (``gans.sweep``) keeps each run's (traced) weight in ``state.hparams``;
+    from here on the step reads the one typed ``config.penalty``.
+    """
+    if "penalty_weight" not in state.hparams:
+        return config
+    if config.penalty is None:
+        raise ValueError(
+            "the state sweeps the penalty weight (state.hparams['penalty_weight']) but the step "
+            "has no penalty; give StepConfig a penalty, e.g. penalties.GradientPenalty()."
+        )
+    weight = state.hparams["penalty_weight"]
+    return dataclasses.replace(config, penalty=config.penalty.with_weight(weight))
 
 
 def _adapt(config: StepConfig, state: GANState, signal: Array, images: int) -> GANState:

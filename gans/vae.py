@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from gans import parallel
 from gans.models.vae import VAE, reparameterize
 
 Array = jax.Array
@@ -275,10 +276,6 @@ def create_vae_state(
     )
 
 
-def _mean_over_devices(tree: PyTree, axis_name: str | None) -> PyTree:
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
-
-
 def _update(config: VAEConfig, state: VAEState, x: Array) -> tuple[VAEState, Metrics]:
     """One gradient step on the negative ELBO of the batch `x` [B, ...]."""
     key = jax.random.fold_in(state.key, state.step)
@@ -300,7 +297,7 @@ def _update(config: VAEConfig, state: VAEState, x: Array) -> tuple[VAEState, Met
         )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = _mean_over_devices(grads, config.axis_name)
+    grads = parallel.mean_tree(grads, config.axis_name)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
@@ -341,7 +338,7 @@ def vae_train_step(
         )
         metrics = {name: jnp.mean(value) for name, value in metrics.items()}
     metrics["param_norm"] = optax.tree.norm(state.params)
-    return state, _mean_over_devices(metrics, config.axis_name)
+    return state, parallel.mean_tree(metrics, config.axis_name)
 
 
 def make_vae_train_step(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gans.metrics.mixture import mode_coverage
+from gans.metrics.scores import inception_score
 
 CENTRES = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 SIGMA = 0.01
@@ -59,3 +60,31 @@ def test_nearest_neighbour_labels_and_category_purity():
     assert result["mapping"] == {0: 7, 1: 3}
     assert result["purity"] == pytest.approx(5 / 6)
     assert result["distinct"] == 2
+
+
+def test_inception_score_splits_as_the_reference_code_when_n_is_not_a_multiple():
+    # Split i holds samples [i N // s, (i + 1) N // s): for N = 7 and s = 3, samples 0-1, 2-3
+    # and 4-6 (np.array_split would take 0-2, 3-4 and 5-6).
+    probs = np.eye(2)[[0, 1, 0, 0, 0, 1, 1]]
+    # By hand, one-hot rows: split 0-1 has p(y) = (1/2, 1/2) and KL log 2 per sample; 2-3 has
+    # p(y) = (1, 0) and KL 0; 4-6 has p(y) = (1/3, 2/3), KL log 3 for the first sample and
+    # log 3/2 for the other two.
+    expected = [2.0, 1.0, math.exp((math.log(3) + 2 * math.log(1.5)) / 3)]
+    result = inception_score(probs, num_splits=3, from_logits=False)
+    assert result["is_mean"] == pytest.approx(np.mean(expected), rel=1e-12)
+    assert result["is_std"] == pytest.approx(np.std(expected), rel=1e-12)
+    array_split = [math.exp((2 * math.log(1.5) + math.log(3)) / 3), 1.0, 1.0]
+    assert result["is_mean"] != pytest.approx(np.mean(array_split))
+
+
+def test_inception_score_equals_the_improved_gan_loop():
+    # openai/improved-gan, inception_score/model.py, on strictly positive predictions.
+    preds = np.random.default_rng(0).dirichlet(np.ones(5), size=23)
+    reference = []
+    for i in range(4):
+        part = preds[(i * preds.shape[0] // 4) : ((i + 1) * preds.shape[0] // 4), :]
+        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+        reference.append(np.exp(np.mean(np.sum(kl, 1))))
+    result = inception_score(preds, num_splits=4, from_logits=False)
+    assert result["is_mean"] == pytest.approx(np.mean(reference), rel=1e-12)
+    assert result["is_std"] == pytest.approx(np.std(reference), rel=1e-12)

@@ -1,4 +1,7 @@
-"""Penalties: closed forms on linear critics, per-example norms, safe gradients."""
+"""Penalties: closed forms on linear critics, per-example norms, safe gradients, typed options."""
+
+import dataclasses
+import inspect
 
 import chex
 import jax
@@ -30,7 +33,9 @@ class GradientPenaltyTest(chex.TestCase):
             critic = linear_critic(w)
             for seed in range(3):
                 penalty = self.variant(
-                    lambda r, f, k: penalties.gradient_penalty(critic, r, f, k, weight=10.0)
+                    lambda r, f, k, critic=critic: penalties.gradient_penalty(
+                        critic, r, f, k, weight=10.0
+                    )
                 )
                 value, norms = penalty(real, fake, jax.random.key(seed))
                 expected = 10.0 * (jnp.linalg.norm(w) - 1.0) ** 2
@@ -43,7 +48,9 @@ class GradientPenaltyTest(chex.TestCase):
         for scale in (0.0, 0.5, 1.0):
             w = jnp.zeros(real.shape[1:]).at[0, 0, 0].set(scale)
             value, _ = self.variant(
-                lambda r, f: penalties.gradient_penalty(linear_critic(w), r, f, KEY, one_sided=True)
+                lambda r, f, w=w: penalties.gradient_penalty(
+                    linear_critic(w), r, f, KEY, one_sided=True
+                )
             )(real, fake)
             assert value == 0.0
         w = jnp.zeros(real.shape[1:]).at[0, 0, 0].set(1.5)
@@ -107,7 +114,7 @@ def test_sum_shortcut_is_wrong_with_cross_example_ops():
         h = x.reshape(x.shape[0], -1).sum(axis=1)
         return (h - h.mean()) / (h.std() + 1e-3)
 
-    real, fake = batches((8, 4))
+    real, _ = batches((8, 4))
     fast = penalties.gradient_norms(batchnorm_critic, real, mode="sum")
     exact = penalties.gradient_norms(batchnorm_critic, real, mode="vmap")
     assert not np.allclose(fast, exact, rtol=1e-2)
@@ -186,3 +193,145 @@ def test_pytree_batches_take_one_norm_over_every_leaf():
         np.testing.assert_allclose(value, 16.0, rtol=1e-5)
     exact = penalties.gradient_norms(critic, real, mode="vmap")
     np.testing.assert_allclose(exact, 5.0, rtol=1e-6)
+
+
+def tanh_critic(x):
+    """A critic with input-dependent gradients, so that where it is evaluated matters."""
+    flat = x.reshape(x.shape[0], -1)
+    return jnp.tanh(flat @ jnp.linspace(-1.0, 1.0, flat.shape[1]))
+
+
+def test_a_typed_penalty_computes_exactly_what_its_function_computes():
+    real, fake = batches()
+    for typed, function, options in (
+        (
+            penalties.GradientPenalty(weight=2.0, one_sided=True),
+            penalties.gradient_penalty,
+            {"weight": 2.0, "one_sided": True},
+        ),
+        (
+            penalties.DraganPenalty(scale=0.3, symmetric=True),
+            penalties.dragan_penalty,
+            {"scale": 0.3, "symmetric": True},
+        ),
+        (
+            penalties.R1Penalty(weight=3.0, mode="vmap"),
+            penalties.r1_penalty,
+            {"weight": 3.0, "mode": "vmap"},
+        ),
+    ):
+        chex.assert_trees_all_equal(
+            typed(tanh_critic, real, fake, KEY), function(tanh_critic, real, fake, KEY, **options)
+        )
+        # Under jit too: one program, whichever way the options are bound.
+        chex.assert_trees_all_equal(
+            jax.jit(lambda r, f, k, typed=typed: typed(tanh_critic, r, f, k))(real, fake, KEY),
+            jax.jit(
+                lambda r, f, k, function=function, options=options: function(
+                    tanh_critic, r, f, k, **options
+                )
+            )(real, fake, KEY),
+        )
+
+
+@pytest.mark.parametrize("name", sorted(penalties.PENALTIES))
+def test_typed_options_mirror_the_function_keywords_and_defaults(name):
+    per_call = {"axis_name", "factors", "draws"}  # Not hyper-parameters: given at the call.
+    parameters = inspect.signature(penalties.get_penalty(name)).parameters.values()
+    keywords = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    fields = {f.name: f.default for f in dataclasses.fields(penalties.OPTIONS[name])}
+    assert fields == {k: v for k, v in keywords.items() if k not in per_call}
+    assert penalties.OPTIONS[name].name == name
+
+
+def test_typed_penalties_are_checked_hashable_values():
+    a, b = penalties.GradientPenalty(weight=1.0), penalties.GradientPenalty(weight=1.0)
+    assert a == b and hash(a) == hash(b) and a != penalties.GradientPenalty(weight=2.0)
+    assert a.with_weight(2.0) == penalties.GradientPenalty(weight=2.0)
+    assert str(a) == "gradient_penalty"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.weight = 3.0
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        penalties.DraganPenalty(weight=-1.0)
+    with pytest.raises(ValueError, match="unknown gradient mode 'exact'"):
+        penalties.R1Penalty(mode="exact")
+
+
+def test_make_penalty_builds_the_typed_value_and_lists_what_it_knows():
+    made = penalties.make_penalty("dragan", weight=1.0, symmetric=True)
+    assert made == penalties.DraganPenalty(weight=1.0, symmetric=True)
+    with pytest.raises(ValueError, match="known penalties: dragan, gradient_penalty, r1"):
+        penalties.make_penalty("gp2")
+    with pytest.raises(
+        ValueError, match="no option 'symmetric'; its options: weight, target, one_sided, mode"
+    ):
+        penalties.make_penalty("gradient_penalty", symmetric=True)
+
+
+def test_a_typed_weight_may_be_traced():
+    # A vmapped sweep's weights: one traced value per run, checked where they are set.
+    real, fake = batches((8, 4))
+    values = jax.vmap(
+        lambda w: penalties.GradientPenalty().with_weight(w)(tanh_critic, real, fake, KEY)[0]
+    )(jnp.array([0.5, 2.0]))
+    single = penalties.GradientPenalty(weight=1.0)(tanh_critic, real, fake, KEY)[0]
+    np.testing.assert_allclose(values, [0.5 * single, 2.0 * single], rtol=1e-6)
+
+
+def test_the_penalty_from_given_factors_equals_the_key_driven_one():
+    real, fake = batches()
+    factors = penalties.interpolation_factors(KEY, real.shape[0])
+    from_key = penalties.gradient_penalty(tanh_critic, real, fake, KEY, one_sided=True)
+    given = penalties.gradient_penalty(
+        tanh_critic, real, fake, None, one_sided=True, factors=factors
+    )
+    chex.assert_trees_all_equal(given, from_key)
+    typed = penalties.GradientPenalty(one_sided=True)(
+        tanh_critic, real, fake, None, factors=factors
+    )
+    chex.assert_trees_all_equal(typed, from_key)
+
+
+def test_the_penalty_of_hand_chosen_factors_is_known():
+    # The quadratic critic's gradient at x^ = eps x + (1 - eps) x~ is x^ itself.
+    real, fake = batches((5, 3))
+    eps = jnp.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    value, norms = penalties.gradient_penalty(
+        quadratic_critic, real, fake, None, weight=2.0, factors=eps
+    )
+    points = np.asarray(eps)[:, None] * np.asarray(real) + (1 - np.asarray(eps))[:, None] * fake
+    expected = np.linalg.norm(points, axis=1)
+    np.testing.assert_allclose(norms, expected, rtol=1e-6)
+    np.testing.assert_allclose(value, 2.0 * np.mean((expected - 1.0) ** 2), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"one value per example, shape \(5,\), got \(4,\)"):
+        penalties.gradient_penalty(quadratic_critic, real, fake, None, factors=eps[:4])
+
+
+def test_dragan_from_given_draws_equals_the_key_driven_one():
+    real = jax.random.normal(KEY, (16, 3, 3, 2))
+    for symmetric in (False, True):
+        draws = penalties.perturbation_draws(KEY, real, symmetric=symmetric)
+        from_key = penalties.dragan_penalty(tanh_critic, real, None, KEY, symmetric=symmetric)
+        given = penalties.dragan_penalty(tanh_critic, real, None, None, draws=draws)
+        chex.assert_trees_all_equal(given, from_key)
+    # By hand: u = 1 and alpha = 1 put every point at x + 0.5 std(x), the quadratic
+    # critic's gradient there.
+    real = real.reshape(16, -1)
+    draws = (jnp.ones_like(real), jnp.ones(16))
+    _, norms = penalties.dragan_penalty(quadratic_critic, real, None, None, draws=draws)
+    shifted = np.asarray(real) + 0.5 * np.std(np.asarray(real))
+    np.testing.assert_allclose(norms, np.linalg.norm(shifted, axis=1), rtol=1e-5)
+
+
+def test_consistency_from_given_views_equals_the_key_driven_one():
+    k1, k2 = jax.random.split(KEY)
+    real = jax.random.uniform(k1, (4, 8, 8, 1), minval=-1.0, maxval=1.0)
+    fake = jax.random.uniform(k2, (4, 8, 8, 1), minval=-1.0, maxval=1.0)
+    for fake_weight in (0.0, 10.0):
+        views = penalties.consistency_views(KEY, real, fake)
+        options = {"weight": 10.0, "fake_weight": fake_weight}
+        from_key = penalties.consistency_regularization(tanh_critic, real, fake, KEY, **options)
+        given = penalties.consistency_regularization(
+            tanh_critic, real, fake, None, views=views, **options
+        )
+        chex.assert_trees_all_equal(given, from_key)

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gans import constraints, models, sweep, train
+from gans import constraints, models, penalties, sweep, train
 
 CONFIG = train.StepConfig(
-    loss="wasserstein", z_dim=4, penalty="gradient_penalty", penalty_options=(("weight", 1.0),)
+    loss="wasserstein", z_dim=4, penalty=penalties.GradientPenalty(weight=1.0)
 )
 GENERATOR = models.MLPGenerator(out_dim=2, hidden=(16, 16))
 CRITIC = models.MLPCritic(hidden=(16, 16))
@@ -103,16 +103,38 @@ def test_swept_penalty_weights_equal_runs_with_those_weights():
     stacked = sweep.set_hyperparameter(sweep.stack([state, state]), "penalty_weight", weights)
     data = [batches(0)] * 2
     configs = [
-        train.StepConfig(
-            loss="wasserstein",
-            z_dim=4,
-            penalty="gradient_penalty",
-            penalty_options=(("weight", w),),
-        )
+        train.StepConfig(loss="wasserstein", z_dim=4, penalty=penalties.GradientPenalty(weight=w))
         for w in weights
     ]
     separate = train_separately([state, state], data, configs)
     assert_runs_equal(train_together(stacked, data), separate)
+
+
+def test_a_swept_weight_is_the_one_the_runs_penalty_is_computed_with():
+    # Each run's penalty metric is its weight times the same unweighted penalty: the weight
+    # reaches the typed penalty as a traced value, not the config's 1.0.
+    weights = (0.0, 0.5, 4.0)
+    state = make_state(name="sgd", critic_lr=1e-2, generator_lr=1e-2)
+    stacked = sweep.set_hyperparameter(sweep.stack([state] * 3), "penalty_weight", weights)
+    # One critic update, so every run's penalty is taken at the same critic parameters.
+    item = batches(0, n_critic=1)[0]
+    _, metrics = vmapped_step()(stacked, sweep.stack([item] * 3))
+    _, alone = step()(state, item)
+    np.testing.assert_allclose(
+        metrics["penalty"], [w * float(alone["penalty"]) for w in weights], rtol=1e-5
+    )
+    assert float(metrics["penalty"][0]) == 0.0
+
+
+def test_a_swept_weight_needs_a_penalty():
+    config = train.StepConfig(loss="wasserstein", z_dim=4)
+    stacked = sweep.set_hyperparameter(
+        sweep.stack([make_state(config)] * 2), "penalty_weight", (1.0, 10.0)
+    )
+    with pytest.raises(
+        ValueError, match=r"sweeps the penalty weight .* but the step has no penalty"
+    ):
+        vmapped_step(config)(stacked, sweep.stack([batches(0)[0]] * 2))
 
 
 @pytest.mark.parametrize("name", ["critic_lr", "generator_lr"])

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from gans import models, train
+from gans import models, penalties, train
 
 Z_DIM = 4
 
@@ -31,7 +31,7 @@ def real_batches(n_critic, batch=8, shape=(2,), seed=1):
 
 
 WGAN_GP = train.StepConfig(
-    loss="wasserstein", z_dim=Z_DIM, penalty="gradient_penalty", penalty_options=(("weight", 0.1),)
+    loss="wasserstein", z_dim=Z_DIM, penalty=penalties.GradientPenalty(weight=0.1)
 )
 
 
@@ -148,18 +148,70 @@ def test_batchnorm_models_train_and_update_their_statistics():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(loss="wasserstien"), "unknown loss"),
-        (dict(loss="wasserstein", penalty="gp"), "unknown penalty"),
-        (dict(loss="wasserstein", label_smoothing=0.1), "cross-entropy losses only"),
+        ({"loss": "wasserstien"}, "unknown loss"),
+        ({"loss": "wasserstein", "penalty": "gp"}, "unknown penalty"),
+        ({"loss": "wasserstein", "label_smoothing": 0.1}, "cross-entropy losses only"),
         (
-            dict(
-                loss="wasserstein", penalty="gradient_penalty", penalty_options=(("weight", -1.0),)
-            ),
+            {
+                "loss": "wasserstein",
+                "penalty": "gradient_penalty",
+                "penalty_options": (("weight", -1.0),),
+            },
             "must be >= 0",
         ),
-        (dict(loss="minimax", flip_probability=0.9), "flip_probability"),
+        ({"loss": "minimax", "flip_probability": 0.9}, "flip_probability"),
+        (
+            {
+                "loss": "wasserstein",
+                "penalty": "gradient_penalty",
+                "penalty_options": (("symmetric", 1),),
+            },
+            "no option 'symmetric'; its options: weight, target, one_sided, mode",
+        ),
+        (
+            {
+                "loss": "wasserstein",
+                "penalty": penalties.GradientPenalty(),
+                "penalty_options": (("weight", 1.0),),
+            },
+            "penalty_options go with a penalty name",
+        ),
+        ({"loss": "wasserstein", "penalty": penalties.gradient_penalty}, "PenaltyOptions such as"),
     ],
 )
 def test_bad_step_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         train.StepConfig(z_dim=2, **kwargs)
+
+
+def test_a_penalty_name_and_its_options_give_the_one_typed_config():
+    shorthand = train.StepConfig(
+        loss="wasserstein",
+        z_dim=Z_DIM,
+        penalty="gradient_penalty",
+        penalty_options=(("weight", 0.1),),
+    )
+    assert shorthand.penalty == penalties.GradientPenalty(weight=0.1)
+    assert shorthand.penalty_options == ()
+    # Equal and equally hashed: caches and comparisons see one configuration either way.
+    assert shorthand == WGAN_GP and hash(shorthand) == hash(WGAN_GP)
+
+
+def test_without_a_penalty_only_the_last_critic_update_measures_the_slope():
+    # The slope on interpolates costs a backward pass of its own without a penalty: the step
+    # reports the last update's, replayed here with the step's own keys.
+    config = train.StepConfig(loss="wasserstein", z_dim=Z_DIM)
+    state, batches = make_state(config), real_batches(3)
+    _, metrics = jax.jit(train.make_train_step(config))(state, batches)
+    keys = jax.random.split(jax.random.split(train._step_key(state))[0], 3)
+    update = jax.jit(lambda s, x, k: train._critic_update(config, s, {"x": x}, k))
+    slopes = []
+    for x, k in zip(batches["x"], keys):
+        state, update_metrics = update(state, x, k)
+        slopes.append(float(update_metrics["critic_grad_norm_interpolates"]))
+    assert len(set(slopes)) == 3  # The updates differ, so the choice of one shows.
+    np.testing.assert_allclose(metrics["critic_grad_norm_interpolates"], slopes[-1], rtol=1e-6)
+    skipped = jax.jit(lambda s, x, k: train._critic_update(config, s, {"x": x}, k, probe=False))(
+        state, batches["x"][0], keys[0]
+    )[1]
+    assert "critic_grad_norm_interpolates" not in skipped

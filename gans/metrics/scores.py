@@ -13,8 +13,13 @@ def inception_score(
 
     IS = exp(E_x KL(p(y|x) || p(y))), with p(y) the mean of p(y|x) over the samples. As in the
     paper's code, the N samples are cut into ``num_splits`` consecutive splits; each split gets
-    its own p(y) and score. It ranges from 1 (every sample has the same class distribution) to
-    the number of classes (confident predictions, every class equally often).
+    its own p(y) and score. Split ``i`` holds samples ``[i * N // num_splits, (i + 1) * N //
+    num_splits)``, the slicing of openai/improved-gan (``inception_score/model.py``:
+    ``preds[(i * preds.shape[0] // splits):((i + 1) * preds.shape[0] // splits), :]``) and of
+    torch-fidelity (``metric_isc.py``, which shuffles the samples first by default), so when N
+    is not a multiple of ``num_splits`` the longer splits come last (``np.array_split`` puts
+    them first, and gives another score). It ranges from 1 (every sample has the same class
+    distribution) to the number of classes (confident predictions, every class equally often).
 
     Args:
       logits_or_probs: ``[N, C]`` class logits (``from_logits=True``) or probabilities.
@@ -38,8 +43,10 @@ def inception_score(
                 "from_logits=True for logits."
             )
         probs = scores
+    n = len(probs)
     values = []
-    for split in np.array_split(probs, num_splits):
+    for i in range(num_splits):
+        split = probs[i * n // num_splits : (i + 1) * n // num_splits]
         marginal = split.mean(axis=0, keepdims=True)
         # rel_entr(p, q) = p log(p / q), with 0 log 0 = 0.
         kl = scipy.special.rel_entr(split, marginal).sum(axis=1).mean()

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans import parallel
 from gans.models.layers import apply_layer
 from gans.models.mlp import _hidden_layers
 
@@ -62,6 +63,45 @@ def codes_vector(
     """``[one_hot(categorical), continuous]`` [B, K + k], to append to z for the generator."""
     one_hot = jax.nn.one_hot(categorical, num_categories, dtype=continuous.dtype)
     return jnp.concatenate([one_hot, continuous], axis=-1)
+
+
+def generator_input(
+    z: jax.Array,
+    key: jax.Array,
+    num_categories: int,
+    num_continuous: int,
+    categories: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """InfoGAN's generator input ``[z, one_hot(c_cat), c_cont]`` and the codes in it.
+
+    Args:
+        z: Noise [B, z_dim].
+        key: PRNG key of the codes.
+        num_categories: Classes K of the categorical code.
+        num_continuous: Number k of continuous codes.
+        categories: Fixed class ids [B] (a picture's rows, a chosen category); default: drawn
+            from the prior with the continuous codes (``sample_codes``).
+        axis_name: Under ``pmap``, the batch axis: ``z`` is this device's slice and the codes
+            are its slice of one global draw (``gans.parallel.draw``).
+
+    Returns:
+        ``(inputs [B, z_dim + K + k], (categorical [B], continuous [B, k]))``.
+    """
+    if categories is None:
+        codes = parallel.draw(
+            lambda k, n: sample_codes(k, n, num_categories, num_continuous),
+            key,
+            z.shape[0],
+            axis_name,
+        )
+    else:
+        _check_code_sizes(num_categories, num_continuous)
+        continuous = jax.random.uniform(
+            key, (z.shape[0], num_continuous), jnp.float32, minval=-1.0, maxval=1.0
+        )
+        codes = (jnp.asarray(categories, jnp.int32), continuous)
+    return jnp.concatenate([z, codes_vector(*codes, num_categories)], axis=-1), codes
 
 
 class InfoGANCritic(nn.Module):
