@@ -99,24 +99,40 @@ def latest_step(workdir: str | os.PathLike) -> int | None:
 class Checkpointer:
     """Saves and restores a run's state in ``workdir/checkpoints/<step>``.
 
+    Which steps are saved is Orbax's decision (``should_save``): every ``every`` steps, and at
+    a preemption that ``jax.distributed`` announces; the loop adds the last step and the step
+    a signal stopped at with ``save(..., force=True)``.
+
     Args:
       workdir: the run's directory.
       max_to_keep: how many of the latest checkpoints survive.
+      every: steps between checkpoints (0: only the forced ones).
     """
 
-    def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3):
+    def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3, every: int = 0):
         import orbax.checkpoint as ocp  # Slow to import: only where checkpoints are used.
 
         self._args = ocp.args
         self.directory = pathlib.Path(workdir).absolute() / DIRECTORY
+        policies = ocp.checkpoint_managers
+        # Not Orbax's default policy, which also saves the first step.
+        policy = policies.AnySavePolicy(
+            [policies.PreemptionCheckpointingPolicy()]
+            + ([policies.FixedIntervalPolicy(every)] if every else [])
+        )
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=True,
             # Saves block: a step is either fully written or absent when the process dies.
             enable_async_checkpointing=False,
             cleanup_tmp_directories=True,
+            save_decision_policy=policy,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def should_save(self, step: int) -> bool:
+        """Whether ``step`` is one Orbax's policy saves."""
+        return self._manager.should_save(step)
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
@@ -126,7 +142,8 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: PyTree) -> None:
-        """Writes ``state`` as the checkpoint of ``step`` (host arrays, one replica)."""
+        """Writes ``state`` as the checkpoint of ``step`` (host arrays, one replica), whatever
+        the policy says."""
         saveable = jax.device_get(_to_saveable(state))
         self._manager.save(step, args=self._args.StandardSave(saveable), force=True)
         self._manager.wait_until_finished()

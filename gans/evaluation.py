@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from gans import sampling
 from gans.metrics import digits_classifier, frechet, manifold, mixture, scores, transport
 
 
@@ -58,14 +59,12 @@ def sample_quality(
     Raises:
       ValueError: a dataset without metrics here (see ``supported``).
     """
-    from gans import runner  # The loop imports this module.
-
     dataset = run.dataset
     seed = run.seed if seed is None else seed
     key = jax.random.key(seed + 4) if key is None else key
     if dataset.mixture is not None:
         num = num or run.num_samples
-        samples, _ = runner.draw_samples(run, state, num, key)
+        samples, _ = sampling.draw_samples(run.step, state, num, key)
         real = _real(dataset, num, seed, 0)
         found = dataset.mixture
         result = mixture.mode_coverage(samples, found.centres, found.sigma)
@@ -74,13 +73,13 @@ def sample_quality(
         return result
     if dataset.name == "digits":
         num = num or 360
-        samples, _ = runner.draw_samples(run, state, num, key)
+        samples, _ = sampling.draw_samples(run.step, state, num, key)
         result = digits_classifier.digits_sample_quality(samples)
         result["fid_real_vs_real"] = digits_classifier.digits_fid_floor(dataset.element_shape[0])
         return result
     if inception is not None and len(dataset.element_shape) == 3:
         num = num or 10_000
-        samples, _ = runner.draw_samples(run, state, num, key)
+        samples, _ = sampling.draw_samples(run.step, state, num, key)
         real = [np.asarray(dataset.batch(i, num, seed + 3)["x"][0]) for i in (0, 1)]
         fake, logits = inception.outputs(samples)
         real_features = [inception.features(images) for images in real]

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from gans import checkpoints, data, models, runner, train
+from gans import checkpoints, data, models, runner, train, workdir
 
 CONFIG = train.StepConfig(
     loss="wasserstein",
@@ -108,7 +108,7 @@ def test_other_settings_are_refused_before_anything_is_touched(tmp_path):
 def test_a_line_cut_short_by_a_kill_is_dropped_with_everything_after_it(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 2}\n{"step": 4}\n{"step": 6}\n{"st')
-    runner._truncate_log(log, 4)
+    workdir.truncate_log(log, 4)
     assert log.read_text() == '{"step": 2}\n{"step": 4}\n'
 
 

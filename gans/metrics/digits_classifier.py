@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import os
 import pathlib
-import tempfile
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -34,6 +33,7 @@ import jax
 import numpy as np
 import optax
 
+from gans import workdir
 from gans.data.digits import IMAGE_SIZES, load_digits
 from gans.metrics import frechet, manifold, scores
 
@@ -254,7 +254,8 @@ def load_digits_classifier(
         "version": VERSION,
         **{field.name: getattr(classifier, field.name) for field in dataclasses.fields(classifier)},
     }
-    _write_atomically(path, flax.serialization.msgpack_serialize(payload))
+    # Concurrent processes (pytest-xdist workers) may train at once; each replaces the file whole.
+    workdir.write_atomically(path, flax.serialization.msgpack_serialize(payload))
     return classifier
 
 
@@ -308,12 +309,3 @@ def digits_sample_quality(
         **scores.class_coverage(np.argmax(logits, axis=1), NUM_CLASSES),
         **scores.inception_score(logits, num_splits=1),
     }
-
-
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    # Concurrent processes (pytest-xdist workers) may train at once; each replaces the file whole.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as file:
-        file.write(data)
-    os.chmod(file.name, 0o644)  # Temporary files are private (0600); the cache need not be.
-    os.replace(file.name, path)

@@ -1,0 +1,190 @@
+"""A composed experiment (``Run``) and what follows from it alone: its runs' seeds, its first
+state, its compiled step and the batch each process feeds it.
+
+``gans.runner`` trains a ``Run`` into a working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gans import parallel
+from gans import sweep as sweep_lib
+from gans import train as train_lib
+from gans.data import Dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One experiment, fully composed.
+
+    Attributes:
+      dataset: where real batches come from.
+      generator, critic: Flax modules (``gans.models`` contract).
+      generator_tx, critic_tx: optax optimizers, schedules included.
+      step: the train step's static settings.
+      n_critic: critic updates per generator update.
+      batch_size: examples per critic (and generator) update.
+      steps: generator updates to run.
+      seed: the single seed every random stream derives from.
+      log_every: steps between metrics lines (and non-finite checks).
+      sample_every: steps between sample pictures; 0 for the final one only.
+      num_samples: samples drawn for pictures and mode counts.
+      critic_schedule: if set, ``step -> critic updates`` for that generator step (1-based),
+        overriding ``n_critic``; see ``wgan_critic_schedule``.
+      num_devices: local devices to train on with ``pmap`` (1: ``jit`` on one device);
+        ``batch_size`` is the global batch, split over every device of every process. Models
+        with BatchNorm must then be built with ``axis_name=gans.parallel.AXIS``.
+      num_runs: independent runs with seeds ``seed, seed + 1, ...``, trained as one vmapped
+        program (``gans.sweep``); each writes into its own ``run_K`` directory.
+      sweep: runs (all with ``seed``) that differ in one hyper-parameter, trained likewise.
+        The optimizers must be built with ``make_optimizer(..., sweepable=True)`` to sweep a
+        learning rate or the clip bound.
+      checkpoint_every: steps between checkpoints (0: only the last step's); re-running on
+        the same workdir resumes from the latest one.
+      eval_every: score samples (``gans.evaluation``) at the logging steps that are multiples
+        of this, and at the last; logged as ``eval/...``. 0: never.
+      diagnose_every: log ``gans.diagnostics`` (input- and activation-gradient norms, the
+        generator's gradient norm, weight histograms into ``diagnostics/step_N.npz``) at the
+        logging steps that are multiples of this; one run on one device only. 0: never.
+      clip: the critic's weight-clipping bound, for the diagnostics' weight histograms.
+    """
+
+    dataset: Dataset
+    generator: nn.Module
+    critic: nn.Module
+    generator_tx: optax.GradientTransformation
+    critic_tx: optax.GradientTransformation
+    step: train_lib.StepConfig
+    n_critic: int
+    batch_size: int
+    steps: int
+    seed: int = 0
+    log_every: int = 100
+    sample_every: int = 0
+    num_samples: int = 2500
+    critic_schedule: Callable[[int], int] | None = None
+    num_devices: int = 1
+    num_runs: int = 1
+    sweep: sweep_lib.Sweep | None = None
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    diagnose_every: int = 0
+    clip: float | None = None
+
+    def seeds(self) -> list[int]:
+        """The seed of every run trained together."""
+        if self.sweep is not None:
+            return [self.seed] * len(self.sweep.values)
+        return [self.seed + k for k in range(self.num_runs)]
+
+    def critic_updates(self, step: int) -> int:
+        """Critic updates before generator step ``step`` (1-based)."""
+        return self.critic_schedule(step) if self.critic_schedule else self.n_critic
+
+    def __post_init__(self):
+        for name in ("n_critic", "batch_size", "steps", "log_every", "num_devices", "num_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.sample_every < 0:
+            raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
+        if self.sweep is not None and self.num_runs > 1:
+            raise ValueError("give either several seeds (num_runs) or a sweep, not both.")
+        for name in ("checkpoint_every", "eval_every", "diagnose_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.diagnose_every and (self.num_devices > 1 or len(self.seeds()) > 1):
+            raise ValueError(
+                "diagnostics run on one device and one run; drop --diagnose_every or train "
+                "with --num_devices=1 and without --num_runs / --sweep."
+            )
+
+
+def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callable[[int], int]:
+    """The original WGAN code's schedule: ``warmup_updates`` critic updates for the first
+    25 generator steps and every 500th, ``n_critic`` otherwise (Arjovsky et al., 2017)."""
+
+    def schedule(step: int) -> int:
+        return warmup_updates if step <= 25 or step % 500 == 0 else n_critic
+
+    return schedule
+
+
+def compile_step(run: Run, num_runs: int, sharded: bool):
+    """The train step for ``num_runs`` runs, jitted on one device or pmapped over many."""
+    if not sharded:
+        make = train_lib.make_train_step if num_runs == 1 else sweep_lib.make_vmapped_train_step
+        return jax.jit(make(run.step), donate_argnums=0)
+    devices = parallel.devices(run.num_devices, run.batch_size)
+    # Several processes: one pmap over every device of the run, each process feeding its own.
+    pstep = train_lib.make_pmapped_train_step(
+        run.step, devices if jax.process_count() == 1 else None, vmapped=num_runs > 1
+    )
+
+    def step_fn(state, batches):
+        state, metrics = pstep(state, batches)
+        return state, parallel.unreplicate(metrics)  # Every device holds the global means.
+
+    return step_fn
+
+
+def process_item(run: Run, step: int, seed: int) -> dict:
+    """This process's contiguous part of the global item for generator step ``step``.
+
+    With several processes, process ``p`` takes examples ``[p * B / P, (p + 1) * B / P)`` of
+    every batch, so that, split over its devices in turn, the device with global index ``i``
+    gets examples ``[i * b, (i + 1) * b)``, as ``gans.parallel.draw`` assumes. Datasets that
+    read per process (TFDS) return that part themselves; the others are sliced here.
+    """
+    group = run.critic_updates(step)
+    process, processes = jax.process_index(), jax.process_count()
+    if processes > 1 and getattr(run.dataset, "process_count", 1) == processes:
+        return run.dataset.batch(step - 1, run.batch_size // processes, seed, group=group)
+    item = run.dataset.batch(step - 1, run.batch_size, seed, group=group)
+    if processes > 1:
+        part = run.batch_size // processes
+        item = jax.tree.map(lambda a: a[:, process * part : (process + 1) * part], item)
+    return item
+
+
+def initial_state(run: Run) -> train_lib.GANState:
+    """The state training starts from: one run's, or the runs' stacked (``gans.sweep``)."""
+    first = run.dataset.batch(0, run.batch_size, run.seed)
+    states = [
+        train_lib.create_state(
+            generator=run.generator,
+            critic=run.critic,
+            generator_tx=run.generator_tx,
+            critic_tx=run.critic_tx,
+            config=run.step,
+            example=jnp.asarray(first["x"][0]),
+            key=jax.random.split(jax.random.key(seed))[0],
+        )
+        for seed in run.seeds()
+    ]
+    if len(states) == 1:
+        return states[0]
+    state = sweep_lib.stack(states)
+    if run.sweep is not None:
+        sweep = run.sweep
+        state = sweep_lib.set_hyperparameter(state, sweep.name, sweep.values, sweep.base)
+    return state
+
+
+def run_directories(run: Run, workdir: pathlib.Path) -> list[pathlib.Path]:
+    """Where each run writes: the workdir itself, or ``run_K`` for several runs."""
+    num_runs = len(run.seeds())
+    return [workdir] if num_runs == 1 else [workdir / f"run_{k}" for k in range(num_runs)]
+
+
+def split_runs(run: Run, state: train_lib.GANState) -> list[train_lib.GANState]:
+    """Each run's state out of ``initial_state``'s layout."""
+    num_runs = len(run.seeds())
+    return [state] if num_runs == 1 else [sweep_lib.unstack(state, k) for k in range(num_runs)]
