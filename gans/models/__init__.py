@@ -15,13 +15,13 @@ from gans.models.infogan import (
 from gans.models.mlp import MLPCritic, MLPGenerator, MLPTrunk
 from gans.models.attention import SelfAttention
 from gans.models.resnet import (
-    ConditionalBatchNorm,
     ResNetCritic,
     ResNetGenerator,
     ResNetTrunk,
     sngan_cifar_resnet,
     wgan_gp_cifar_resnet,
 )
+from gans.models.resnet_blocks import ConditionalBatchNorm
 from gans.models.msg import MSGCritic, MSGGenerator, MSGTrunk, image_pyramid, num_scales_for
 from gans.models.vae import VAE, VAEEncoder
 
