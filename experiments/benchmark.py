@@ -43,6 +43,8 @@ import time
 
 from absl import app, flags
 
+from experiments import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "settings", ["toy", "dcgan32"], "Named settings to time: toy, dcgan32, resnet32, convs."
@@ -330,15 +332,11 @@ def time_torch(name: str, batch: int) -> dict | None:
 
 
 def main(argv):
-    del argv
+    cli.check_command_line(argv)
     known = (*SETTINGS, CONV_SETTING)
     for name in FLAGS.settings:
         if name not in known:
-            print(
-                f"error: unknown setting {name!r}; known settings: {', '.join(known)}.",
-                file=sys.stderr,
-            )
-            sys.exit(2)
+            cli.fail(f"unknown setting {name!r}; known settings: {', '.join(known)}.")
     for name in FLAGS.settings:
         if name == CONV_SETTING:
             for line in time_convs(FLAGS.batch_size or SETTINGS["dcgan32"][1]):

@@ -7,6 +7,7 @@ optimizers, logging) is composed here from the shared flags.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -15,6 +16,8 @@ import sys
 from typing import Any
 
 from absl import app, flags, logging
+
+from experiments import cli
 
 FLAGS = flags.FLAGS
 
@@ -267,7 +270,9 @@ def _dataset():
 
 
 def _check_flags() -> None:
-    positive = ("steps", "batch_size", "log_every", "n_critic", "z_dim", "width", "depth")
+    # Bounds the library does not check, or checks only for the GANs (gans.runner.Run checks
+    # --steps, --batch_size and --log_every, not VAERun); the rest are raised where they live.
+    positive = ("steps", "batch_size", "log_every", "z_dim", "width", "depth")
     for name in (
         "flip_anneal_steps",
         "noise_anneal_steps",
@@ -285,14 +290,13 @@ def _check_flags() -> None:
     for name in ("critic_lr", "generator_lr"):
         if not FLAGS[name].value > 0:
             raise UserError(f"--{name} must be > 0, got {FLAGS[name].value}.")
-    if FLAGS.penalty_weight < 0:
+    if FLAGS.seed + FLAGS.num_runs - 1 >= cli.SEED_LIMIT:
         raise UserError(
-            f"--penalty_weight must be >= 0, got {FLAGS.penalty_weight}; WGAN-GP uses 10 "
-            "(0.1 on 2-D data)."
+            f"--num_runs={FLAGS.num_runs} trains seeds {FLAGS.seed} to "
+            f"{FLAGS.seed + FLAGS.num_runs - 1}, past the largest, {cli.SEED_LIMIT - 1}; "
+            "give a smaller --seed."
         )
-    if FLAGS.clip < 0:
-        raise UserError(f"--clip must be >= 0, got {FLAGS.clip}; WGAN uses 0.01.")
-    for name in ("sample_every", "checkpoint_every", "eval_every", "diagnose_every"):
+    for name in ("sample_every", "checkpoint_every"):
         if FLAGS[name].value < 0:
             raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
     for name in ("beta1", "beta2"):
@@ -311,9 +315,6 @@ def _check_flags() -> None:
             "spectral normalisation already bounds every layer's Lipschitz constant; drop --clip "
             "or --spectral_norm (weight clipping on normalised weights only shrinks them further)."
         )
-    for name in ("augment_probability", "ada_target", "ada_kimg"):
-        if not math.isfinite(FLAGS[name].value):
-            raise UserError(f"--{name} must be a number, got {FLAGS[name].value}.")
 
 
 def _models(dataset, penalty, axis_name=None):
@@ -419,8 +420,6 @@ def _num_devices() -> int:
     """The local devices to train on, checked against the host and the batch size."""
     from gans import parallel
 
-    if FLAGS.num_devices is not None and FLAGS.num_devices < 1:
-        raise UserError(f"--num_devices must be >= 1, got {FLAGS.num_devices}.")
     return len(parallel.devices(FLAGS.num_devices, FLAGS.batch_size))
 
 
@@ -439,6 +438,8 @@ def _sweep():
         raise UserError(
             f"--sweep={FLAGS.sweep} is not NAME=V1,V2,...; e.g. --sweep=penalty_weight=1,10,100."
         )
+    if not all(math.isfinite(value) for value in values):
+        raise UserError(f"--sweep={FLAGS.sweep} must list finite numbers only.")
     if FLAGS.num_runs > 1:
         raise UserError("give either --num_runs or --sweep, not both.")
     if name == "clip" and not FLAGS.clip:
@@ -464,11 +465,9 @@ def build_run():
     _check_flags()  # Before importing JAX: a typo is reported at once.
     import jax
 
-    from gans import models, parallel, runner, train
+    from gans import models, parallel, penalties, runner, train
 
     penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
-    if FLAGS.num_runs < 1:
-        raise UserError(f"--num_runs must be >= 1, got {FLAGS.num_runs}.")
     sweep = _sweep()
     try:
         num_devices = _num_devices()
@@ -478,13 +477,11 @@ def build_run():
     except ValueError as e:
         raise UserError(str(e)) from None
 
-    penalty_options = ()
-    if penalty is not None:
-        penalty_options = (("weight", FLAGS.penalty_weight),)
-        if penalty == "gradient_penalty":
-            penalty_options += (("one_sided", FLAGS.one_sided),)
-        if penalty == "dragan":
-            penalty_options += (("symmetric", FLAGS.dragan_symmetric),)
+    penalty_options = {}
+    if penalty == "gradient_penalty":
+        penalty_options["one_sided"] = FLAGS.one_sided
+    if penalty == "dragan":
+        penalty_options["symmetric"] = FLAGS.dragan_symmetric
     if FLAGS.one_sided and penalty != "gradient_penalty":
         raise UserError("--one_sided applies to --penalty=gradient_penalty only.")
     if FLAGS.dragan_symmetric and penalty != "dragan":
@@ -512,8 +509,11 @@ def build_run():
         step = train.StepConfig(
             loss=FLAGS.loss,
             z_dim=FLAGS.z_dim,
-            penalty=penalty,
-            penalty_options=penalty_options,
+            penalty=(
+                None
+                if penalty is None
+                else penalties.make_penalty(penalty, weight=FLAGS.penalty_weight, **penalty_options)
+            ),
             label_smoothing=FLAGS.label_smoothing,
             flip_probability=FLAGS.flip_probability,
             flip_anneal_steps=FLAGS.flip_anneal_steps,
@@ -731,10 +731,41 @@ def _initialize_distributed() -> None:
     )
 
 
-def fail(message: str) -> None:
-    """Prints one sentence to stderr and exits with status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+# Re-exported: the commands built on this module (sample, evaluate, track) report through it.
+fail = cli.fail
+
+
+def experiment_flags() -> list[flags.Flag]:
+    """Every flag of the experiment: the shared ones here and its own module's."""
+    return cli.program_flags(sys.modules[__name__])
+
+
+def _settings(value: Any) -> Any:
+    """``value`` as JSON: dataclasses as dicts, functions by name (never an address)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _settings(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, functools.partial):
+        bound = {name: _settings(v) for name, v in value.keywords.items()}
+        return {"function": _settings(value.func), "args": _settings(value.args), **bound}
+    if callable(value):
+        named = value if hasattr(value, "__qualname__") else type(value)
+        return f"{named.__module__}.{named.__qualname__}"
+    if isinstance(value, (tuple, list)):
+        return [_settings(v) for v in value]
+    if isinstance(value, dict):
+        return {str(name): _settings(v) for name, v in value.items()}
+    return value
+
+
+def record(step_settings: Any) -> dict[str, Any]:
+    """The record of a run (``config.json``), which resuming compares whole: every flag of the
+    experiment and ``step_settings``, the step's settings built from them (a ``StepConfig``)."""
+    config = {flag.name: flag.value for flag in experiment_flags()}
+    config["experiment"] = _experiment_name()
+    # The pmap axis is how the step runs, not what it trains: --num_devices may change on resume.
+    step = {name: v for name, v in _settings(step_settings).items() if name != "axis_name"}
+    config["step_config"] = step
+    return config
 
 
 def main(build=build_run) -> None:
@@ -747,8 +778,7 @@ def main(build=build_run) -> None:
         workdir = runner.check_workdir(FLAGS.workdir)
     except ValueError as e:
         fail(str(e))
-    config = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
-    config["experiment"] = _experiment_name()
+    config = record(run.config if isinstance(run, runner.VAERun) else run.step)
     if isinstance(run, runner.VAERun):
         what, train = "the VAE", runner.train_vae
     else:
@@ -850,8 +880,7 @@ def run_command(command) -> None:
     def _main(argv):
         if not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
-        if len(argv) > 1:
-            fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+        cli.check_command_line(argv, experiment_flags())
         command()
 
     app.run(_main)
@@ -865,8 +894,7 @@ def run(build=build_run) -> None:
         # progress. --verbosity=0 brings them back.
         if not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
-        if len(argv) > 1:
-            fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+        cli.check_command_line(argv, experiment_flags())
         main(build)
 
     app.run(_main)

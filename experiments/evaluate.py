@@ -55,6 +55,7 @@ def main():
     import pathlib
 
     from gans import evaluation, runner
+    from gans import workdir as workdir_lib
 
     if flags.FLAGS.num is not None and flags.FLAGS.num < 4:
         common.fail(f"--num must be >= 4, got {flags.FLAGS.num}.")
@@ -74,9 +75,8 @@ def main():
                 run, state, num=flags.FLAGS.num, inception=inception, seed=seed
             )
             result = {"step": step, **result}
-            temporary = directory / "evaluation.json.tmp"
-            temporary.write_text(json.dumps(result, indent=2, default=float))
-            temporary.replace(directory / "evaluation.json")
+            text = json.dumps(result, indent=2, default=float)
+            workdir_lib.write_atomically(directory / "evaluation.json", text)
             prefix = f"run {k}: " if len(states) > 1 else ""
             print(f"{prefix}step {step}: {describe(result, modes)}", flush=True)
     except ValueError as e:

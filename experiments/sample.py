@@ -4,7 +4,8 @@
 
 Images are ``[N, H, W, C]`` in [-1, 1]; 2-D runs give ``[N, 2]``. A conditional run draws
 uniform labels, or ``--label=k`` for one class, and writes them beside the samples as
-``FILE_labels.npy``. A workdir of several runs (``--num_runs``/``--sweep``) needs ``--run=K``.
+``FILE_labels.npy``; an InfoGAN run draws its codes from their priors, or ``--label=k`` fixes
+the categorical code to category ``k`` (the continuous codes stay drawn). A workdir of several runs (``--num_runs``/``--sweep``) needs ``--run=K``.
 """
 
 from absl import flags
@@ -13,7 +14,12 @@ from experiments import common
 
 flags.DEFINE_integer("num", 64, "Number of samples.")
 flags.DEFINE_string("out", None, "The .npy file to write (must not exist).")
-flags.DEFINE_integer("label", None, "Conditional runs: draw every sample for this class.")
+flags.DEFINE_integer(
+    "label",
+    None,
+    "Draw every sample for this class (conditional runs) or category of the categorical code "
+    "(InfoGAN runs).",
+)
 flags.DEFINE_integer("run", 0, "Which run of a workdir holding several.")
 flags.mark_flag_as_required("out")
 
@@ -25,7 +31,7 @@ def main():
     import jax.numpy as jnp
     import numpy as np
 
-    from gans import runner
+    from gans import sampling
 
     out = pathlib.Path(flags.FLAGS.out)
     if out.suffix != ".npy":
@@ -42,17 +48,24 @@ def main():
         common.fail(str(e))
     if not 0 <= flags.FLAGS.run < len(states):
         common.fail(f"--run={flags.FLAGS.run} but the workdir holds {len(states)} run(s).")
-    labels = None
+    labels = categories = None
     if flags.FLAGS.label is not None:
-        classes = run.step.num_classes
+        info = run.step.info
+        classes = info.num_categories if info is not None else run.step.num_classes
         if classes is None or not 0 <= flags.FLAGS.label < classes:
             common.fail(
-                "--label needs a conditional run and a class in [0, "
+                "--label needs a conditional or InfoGAN run and a class in [0, "
                 f"{classes or 0}); this run has {classes or 'no'} classes."
             )
-        labels = jnp.full((flags.FLAGS.num,), flags.FLAGS.label, jnp.int32)
+        chosen = jnp.full((flags.FLAGS.num,), flags.FLAGS.label, jnp.int32)
+        labels, categories = (None, chosen) if info is not None else (chosen, None)
     key = jax.random.key(run.seed + 2)
-    samples, drawn = runner.draw_samples(run, states[flags.FLAGS.run], flags.FLAGS.num, key, labels)
+    state = states[flags.FLAGS.run]
+    samples, drawn = sampling.draw_samples(
+        run.step, state, flags.FLAGS.num, key, labels, categories
+    )
+    if categories is not None:
+        drawn = np.asarray(categories)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, samples)
     message = (

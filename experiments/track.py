@@ -9,7 +9,7 @@ Pearson's r and Spearman's rho and draws both curves and their scatter.
 
 from absl import flags
 
-from experiments import common
+from experiments import cli, common
 
 flags.DEFINE_string("out", None, "The PNG to write (must not exist).")
 flags.DEFINE_string("estimate", "wasserstein_estimate", "The critic-side quantity.")
@@ -33,23 +33,23 @@ def main():
     log = pathlib.Path(FLAGS.workdir) / "metrics.jsonl"
     out = pathlib.Path(FLAGS.out)
     if not log.is_file():
-        common.fail(f"{log} does not exist; give the --workdir of a training run.")
+        cli.fail(f"{log} does not exist; give the --workdir of a training run.")
     if out.exists():
-        common.fail(f"{out} exists; choose another --out (nothing is overwritten).")
+        cli.fail(f"{out} exists; choose another --out (nothing is overwritten).")
     records = [json.loads(line) for line in log.read_text().splitlines()]
     quality = FLAGS.quality or next(
         (name for name in ("eval/fid", "eval/wasserstein_1") if any(name in r for r in records)),
         None,
     )
     if quality is None:
-        common.fail(f"{log} logs no sample quality; train with --eval_every.")
+        cli.fail(f"{log} logs no sample quality; train with --eval_every.")
     rows = [
         (r["step"], r[FLAGS.estimate], r[quality])
         for r in records
         if FLAGS.estimate in r and quality in r and r["step"] > FLAGS.skip
     ]
     if len(rows) < 3:
-        common.fail(f"{log} has {len(rows)} steps logging both {FLAGS.estimate} and {quality}.")
+        cli.fail(f"{log} has {len(rows)} steps logging both {FLAGS.estimate} and {quality}.")
     steps, estimate, measured = (np.array(column, np.float64) for column in zip(*rows))
     pearson = stats.pearsonr(estimate, measured).statistic
     spearman = stats.spearmanr(estimate, measured).statistic

@@ -78,6 +78,12 @@ def test_two_steps_from_the_flagfile(tmp_path, flagfile):
     assert (workdir / "samples.png").stat().st_size > 1000
     assert (workdir / "params.msgpack").exists()
     assert "step 2/2" in result.stdout
+    # The record is the whole configuration: the module's own flags and the step's settings.
+    text = (workdir / "config.json").read_text()
+    config = json.loads(text)
+    assert config["experiment"] == f"experiments.{module}" and config["step_config"]
+    assert ("beta" in config) == (module == "vae")
+    assert "0x" not in text  # No object repr with a memory address, which would never match.
 
 
 def free_port():
@@ -190,3 +196,27 @@ def test_augmentation_ada_and_consistency_from_the_command_line(tmp_path):
     # ADA moved p by one increment of 16 images over 100 after step 1.
     assert abs(second["augment_probability"] - 0.5) == pytest.approx(0.16, rel=1e-5)
     assert "augment p 0.500" in result.stdout
+
+
+def test_an_infogan_run_is_sampled_for_one_category_of_its_code(tmp_path):
+    workdir = tmp_path / "run"
+    args = [f"--flagfile={FLAGS / 'infogan_8gaussians.cfg'}", *TINY, f"--workdir={workdir}"]
+    trained = run_experiment("infogan", *args)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "samples.npy"
+    sampled = run_experiment(
+        "sample", f"--workdir={workdir}", "--num=20", f"--out={out}", "--label=2"
+    )
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert np.load(out).shape == (20, 2)
+    assert set(np.load(tmp_path / "samples_labels.npy")) == {2}
+    other = run_experiment(
+        "sample", f"--workdir={workdir}", "--num=20", f"--out={tmp_path / 'b.npy'}", "--label=0"
+    )
+    assert other.returncode == 0, other.stderr[-3000:]
+    # The same noise and continuous codes: only the category differs.
+    assert not np.allclose(np.load(out), np.load(tmp_path / "b.npy"))
+    refused = run_experiment(
+        "sample", f"--workdir={workdir}", "--num=5", f"--out={tmp_path / 'c.npy'}", "--label=99"
+    )
+    assert refused.returncode == 2 and "--label needs a conditional or InfoGAN run" in refused.stderr

@@ -23,6 +23,7 @@ from cli import FLAGS, environment, metric_lines, run_experiment
 from test_checkpoints import make_run
 
 from gans import checkpoints, data, runner
+from gans import workdir as workdir_lib
 
 TOY = [
     f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}",
@@ -33,6 +34,15 @@ TOY = [
 ]
 # The run the checkpoint rows start from: checkpoints at steps 2 and 4.
 TRAINED = [*TOY, "--steps=4", "--checkpoint_every=2"]
+# The VAE run the rows on its own flags (--beta) resume: a checkpoint at step 2.
+VAE_TRAINED = [
+    "--steps=2",
+    "--log_every=1",
+    "--width=16",
+    "--batch_size=16",
+    "--sample_every=0",
+    "--checkpoint_every=2",
+]
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +54,20 @@ def trained(tmp_path_factory) -> pathlib.Path:
     return workdir
 
 
+@pytest.fixture(scope="session")
+def trained_vae(tmp_path_factory) -> pathlib.Path:
+    workdir = tmp_path_factory.mktemp("trained_vae") / "run"
+    result = run_experiment("vae", *VAE_TRAINED, f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
 def copy_run(workdir, trained):
     shutil.copytree(trained(), workdir, dirs_exist_ok=True)
+
+
+def copy_vae_run(workdir, trained):
+    shutil.copytree(trained("trained_vae"), workdir, dirs_exist_ok=True)
 
 
 def edit_config(**changes):
@@ -91,9 +113,10 @@ class Bad:
     args: tuple[str, ...]
     message: str
     module: str = "wgan_gp"
-    # Prepares the workdir: (workdir, trained) -> None, where trained() trains the shared run.
+    # Prepares the workdir: (workdir, trained) -> None, where trained() trains the shared run
+    # (trained("trained_vae"): the VAE's).
     setup: Callable | None = None
-    # Replaces --workdir ("{tmp}" is the test's directory).
+    # Replaces --workdir ("{tmp}" is the test's directory; "" gives an empty --workdir=).
     workdir: str | None = None
     devices: int = 1
 
@@ -111,11 +134,31 @@ BAD_INPUTS = [
     Bad("zero batch", ("--batch_size=0",), "--batch_size must be >= 1, got 0"),
     Bad("negative steps", ("--steps=-5",), "--steps must be >= 1, got -5"),
     Bad("zero width", ("--width=0",), "--width must be >= 1, got 0"),
-    Bad("zero critic updates", ("--n_critic=0",), "--n_critic must be >= 1"),
+    Bad("zero critic updates", ("--n_critic=0",), "n_critic must be >= 1, got 0"),
     Bad("zero learning rate", ("--critic_lr=0",), "--critic_lr must be > 0"),
     Bad("beta1 of 1", ("--beta1=1",), "--beta1 must be in [0, 1)"),
-    Bad("negative penalty", ("--penalty_weight=-1",), "--penalty_weight must be >= 0"),
-    Bad("negative clip", ("--clip=-0.01",), "--clip must be >= 0"),
+    Bad("negative penalty", ("--penalty_weight=-1",), "must be >= 0, got -1.0; the papers use 10"),
+    Bad("negative clip", ("--clip=-0.01",), "clip bound must be > 0, got -0.01"),
+    Bad("negative eval_every", ("--eval_every=-1",), "eval_every must be >= 0, got -1"),
+    # Every flag of its kind: numbers finite, paths non-empty, seeds in the int32 range.
+    Bad("NaN penalty weight", ("--penalty_weight=nan",), "--penalty_weight must be a finite"),
+    Bad("infinite learning rate", ("--critic_lr=inf",), "--critic_lr must be a finite number"),
+    Bad("infinite steps", ("--steps=inf",), "--steps=inf"),
+    Bad("NaN sweep value", ("--sweep=penalty_weight=nan,1",), "must list finite numbers only"),
+    Bad("NaN VAE beta", ("--beta=nan",), "--beta must be a finite number, got nan", "vae"),
+    Bad("empty workdir", (), "--workdir is empty; give it a path", workdir=""),
+    Bad("empty data_dir", ("--data_dir=",), "--data_dir is empty; give it a path"),
+    Bad("empty flagfile", ("--flagfile=",), "--flagfile is empty; give it a path"),
+    Bad("empty sample out", ("--out=",), "--out is empty; give it a path", module="sample"),
+    Bad(
+        "empty inception weights",
+        ("--inception_weights=",),
+        "--inception_weights is empty; give it a path",
+        module="evaluate",
+    ),
+    Bad("negative seed", ("--seed=-1",), "--seed must be an integer from 0 to 2147483647, got -1"),
+    Bad("seed of 2**32", ("--seed=4294967296",), "--seed must be an integer from 0 to 2147483647"),
+    Bad("seeds past the last", ("--seed=2147483647", "--num_runs=2"), "past the largest"),
     Bad("EMA decay > 1", ("--ema_decay=1.5",), "ema_decay must be in (0, 1)"),
     Bad("one InfoGAN category", ("--info_categories=1",), "--info_categories must be 0"),
     Bad("smoothing a W loss", ("--label_smoothing=0.1",), "cross-entropy losses only"),
@@ -127,7 +170,8 @@ BAD_INPUTS = [
     Bad("sweep unknown", ("--sweep=beta1=0,0.5",), "cannot sweep 'beta1'; sweepable:"),
     Bad("sweep malformed", ("--sweep=penalty_weight",), "is not NAME=V1,V2,..."),
     Bad("runs and sweep", ("--num_runs=2", "--sweep=penalty_weight=1,10"), "either --num_runs"),
-    Bad("zero runs", ("--num_runs=0",), "--num_runs must be >= 1"),
+    Bad("zero runs", ("--num_runs=0",), "num_runs must be >= 1, got 0"),
+    Bad("zero devices", ("--num_devices=0",), "--num_devices=0 but this host has 1 CPU device"),
     Bad("sweep clip unclipped", ("--sweep=clip=0.01,0.1",), "needs weight clipping on"),
     Bad("half distributed", ("--distributed", "--num_processes=2"), "needs all of"),
     Bad("process id alone", ("--process_id=1",), "--process_id needs --distributed"),
@@ -167,7 +211,7 @@ BAD_INPUTS = [
     # Baselines: ResNets, spectral norm, augmentation.
     Bad("unknown augmentation", ("--dataset=digits", "--augment=rotate"), "unknown augmentation 'rotate'"),
     Bad("augmenting 2-D data", ("--augment=translation",), "--augment transforms images"),
-    Bad("NaN augment probability", ("--augment_probability=nan",), "must be a number"),
+    Bad("NaN augment probability", ("--augment_probability=nan",), "must be a finite number"),
     Bad(
         "ADA target out of range",
         ("--dataset=digits", "--augment=translation", "--ada_target=1.5"),
@@ -220,6 +264,20 @@ BAD_INPUTS = [
         "holds a run with other settings (--width was 16, now 32)",
         setup=copy_run,
     ),
+    Bad(
+        "resume with another penalty weight",
+        (*TRAINED, "--penalty_weight=1"),
+        "--penalty_weight was 0.1, now 1.0",
+        setup=copy_run,
+    ),
+    # The experiment module's own flags are part of the record too.
+    Bad(
+        "resume with another VAE beta",
+        (*VAE_TRAINED, "--beta=0.5"),
+        "--beta was 1.0, now 0.5",
+        module="vae",
+        setup=copy_vae_run,
+    ),
     # Checkpoints.
     Bad(
         "truncated checkpoint",
@@ -261,7 +319,7 @@ def snapshot(root: pathlib.Path) -> dict[str, str]:
             hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
         )
         for path in sorted(root.rglob("*"))
-        if path.name != runner.LOCK_FILE
+        if path.name != workdir_lib.LOCK_FILE
     }
 
 
@@ -276,11 +334,15 @@ def test_bad_input_is_one_clear_sentence_and_touches_nothing(tmp_path, row, requ
     workdir.mkdir()
     (workdir / "notes.txt").write_text("mine")
     if row.setup is not None:
-        row.setup(workdir, lambda: request.getfixturevalue("trained"))
+        row.setup(workdir, lambda name="trained": request.getfixturevalue(name))
     before = snapshot(tmp_path)
-    target = (row.workdir or str(workdir)).format(tmp=tmp_path)
+    target = (str(workdir) if row.workdir is None else row.workdir).format(tmp=tmp_path)
     args = [arg.format(tmp=tmp_path) for arg in row.args]
-    result = run_experiment(row.module, f"--workdir={target}", *args, devices=row.devices)
+    # From the test's directory, so that nothing written to the current one (where an empty
+    # path points) escapes the snapshot.
+    result = run_experiment(
+        row.module, f"--workdir={target}", *args, cwd=tmp_path, devices=row.devices
+    )
     assert result.returncode != 0
     assert row.message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from experiments import cli
 from experiments.paper import digits_comparison
 
 FLAGFILES = digits_comparison.FLAGFILES
@@ -239,13 +240,10 @@ def main(argv: Sequence[str]) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        digits_comparison._fail(
-            f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value."
-        )
+    cli.check_command_line(argv)
     for name in ("steps", "num_seeds"):
         if FLAGS[name].value < 1:
-            digits_comparison._fail(f"--{name} must be >= 1, got {FLAGS[name].value}.")
+            cli.fail(f"--{name} must be >= 1, got {FLAGS[name].value}.")
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
     start = time.perf_counter()
@@ -259,7 +257,7 @@ def main(argv: Sequence[str]) -> None:
             table_path=table_path,
         )
     except (ValueError, RuntimeError) as e:
-        digits_comparison._fail(str(e))
+        cli.fail(str(e))
     elapsed = digits_comparison._duration(time.perf_counter() - start)
     print(f"done in {elapsed}; tables: {table_path}", flush=True)
     print(table_path.read_text(), flush=True)

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments import cli
 from gans import data, diagnostics, losses, penalties, train
 from gans.metrics import transport
 from gans.models import mlp
@@ -340,8 +341,7 @@ def _check_flags(FLAGS: flags.FlagValues) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}.")
+    cli.check_command_line(argv)
     FLAGS = flags.FLAGS
     _check_flags(FLAGS)
     start = time.time()

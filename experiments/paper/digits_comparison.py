@@ -32,6 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from experiments import cli
+
 # Each experiment's name in the table, in the zoo's order.
 LABELS = {
     "mm_gan": "MM-GAN",
@@ -393,11 +395,10 @@ def main(argv: Sequence[str]) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+    cli.check_command_line(argv)
     for name in ("steps", "num_seeds", "eval_every"):
         if FLAGS[name].value < 1:
-            _fail(f"--{name} must be >= 1, got {FLAGS[name].value}.")
+            cli.fail(f"--{name} must be >= 1, got {FLAGS[name].value}.")
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
     start = time.perf_counter()
@@ -413,14 +414,9 @@ def main(argv: Sequence[str]) -> None:
             table_path=table_path,
         )
     except (ValueError, RuntimeError) as e:
-        _fail(str(e))
+        cli.fail(str(e))
     print(f"done in {_duration(time.perf_counter() - start)}; table: {table_path}", flush=True)
     print(table_path.read_text(), flush=True)
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

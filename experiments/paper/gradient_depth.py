@@ -36,7 +36,8 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from gans import data, diagnostics, sweep, train
+from experiments import cli
+from gans import data, diagnostics, penalties, sweep, train
 from gans.metrics import transport
 from gans.models import mlp
 
@@ -121,8 +122,7 @@ def penalty_runs(
     config = train.StepConfig(
         loss="wasserstein",
         z_dim=z_dim,
-        penalty="gradient_penalty",
-        penalty_options=(("weight", penalty_weight),),
+        penalty=penalties.GradientPenalty(weight=penalty_weight),
     )
     tx = lambda: train.make_optimizer("adam", learning_rate, b1=beta1, b2=beta2)
     state = _create_state(generator, critic, tx(), tx(), config, key)
@@ -263,8 +263,7 @@ def _check_flags(FLAGS: flags.FlagValues) -> list[float]:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}.")
+    cli.check_command_line(argv)
     FLAGS = flags.FLAGS
     clips = _check_flags(FLAGS)
     try:

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments import cli
+
 Z_DIM = 256
 HIDDEN = (128, 128)
 NUM_SAMPLES = 2500
@@ -184,7 +186,7 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
       seed: the first run's seed.
       num_runs: runs trained together (0: ``settings.seeds``).
     """
-    from gans import data, runner, train
+    from gans import data, penalties, runner, train
 
     check_names([loss], [dataset])
     game = LOSSES[loss]
@@ -204,8 +206,11 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
         step=train.StepConfig(
             loss=game.loss,
             z_dim=Z_DIM,
-            penalty=game.penalty,
-            penalty_options=game.penalty_options,
+            penalty=(
+                None
+                if game.penalty is None
+                else penalties.make_penalty(game.penalty, **dict(game.penalty_options))
+            ),
         ),
         n_critic=game.n_critic,
         batch_size=settings.batch_size,
@@ -227,11 +232,11 @@ def final_samples(run, workdir: str | pathlib.Path) -> list[np.ndarray]:
     """
     import jax
 
-    from gans import runner
+    from gans import runner, sampling
 
     states, _ = runner.restore(run, workdir)
     keys = [jax.random.split(jax.random.key(seed))[1] for seed in run.seeds()]
-    return [runner.draw_samples(run, s, NUM_SAMPLES, k)[0] for s, k in zip(states, keys)]
+    return [sampling.draw_samples(run.step, s, NUM_SAMPLES, k)[0] for s, k in zip(states, keys)]
 
 
 def score(samples: np.ndarray, dataset: str) -> dict[str, float]:
@@ -515,8 +520,7 @@ def main(argv: Sequence[str]) -> None:
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+    cli.check_command_line(argv)
     try:
         settings = Settings(
             steps=FLAGS.steps,
@@ -531,7 +535,7 @@ def main(argv: Sequence[str]) -> None:
         )
         check_names(FLAGS.losses, FLAGS.datasets)
     except ValueError as e:
-        _fail(str(e))
+        cli.fail(str(e))
     # The training command; a redraw shows the command whose results it draws.
     given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
     command = "python -m experiments.paper.mode_coverage " + " ".join(given)
@@ -540,7 +544,7 @@ def main(argv: Sequence[str]) -> None:
         try:
             redraw(settings, command=command, **outputs)
         except ValueError as e:
-            _fail(str(e))
+            cli.fail(str(e))
         print(f"table: {FLAGS.table}, picture: {FLAGS.picture}")
         return
     start = time.perf_counter()
@@ -554,11 +558,6 @@ def main(argv: Sequence[str]) -> None:
     )
     minutes = (time.perf_counter() - start) / 60
     print(f"all done in {minutes:.1f} min; table: {FLAGS.table}, picture: {FLAGS.picture}")
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import sys
 from collections.abc import Sequence
 
 import numpy as np
+
+from experiments import cli
 
 QUALITY = "eval/fid"
 METRICS_FILE = "metrics.jsonl"
@@ -186,20 +187,14 @@ def main(argv: Sequence[str]) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+    cli.check_command_line(argv)
     try:
         panels = read_panels(pathlib.Path(FLAGS.workdir), FLAGS.models, FLAGS.skip)
     except ValueError as e:
-        _fail(str(e))
+        cli.fail(str(e))
     save_figure(panels, pathlib.Path(FLAGS.out))
     print(report(panels), flush=True)
     print(f"picture: {FLAGS.out}", flush=True)
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

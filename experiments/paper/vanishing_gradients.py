@@ -37,6 +37,8 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from experiments import cli
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("out", None, "Directory for the curves, the figure and the GAN run (new).")
@@ -280,11 +282,11 @@ def sample_grids(run, generator_states: list[Any], num: int = 32) -> list[Any]:
     """A grid of ``num`` samples of each generator, at fixed latents."""
     import jax
 
-    from gans import runner, visualize
+    from gans import sampling, visualize
 
     key = jax.random.key(FLAGS.seed + 2)
     return [
-        visualize.image_grid(runner.draw_samples(run, s, num, key)[0], columns=8)
+        visualize.image_grid(sampling.draw_samples(run.step, s, num, key)[0], columns=8)
         for s in generator_states
     ]
 
@@ -359,20 +361,14 @@ def plot(results: dict[str, Any], lengths: list[int], grids: list[Any], path: pa
     plt.close(fig)
 
 
-def fail(message: str) -> None:
-    """Prints one sentence to stderr and exits with status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def main() -> None:
     try:
         lengths = check_flags()
     except ValueError as e:
-        fail(str(e))
+        cli.fail(str(e))
     out = pathlib.Path(FLAGS.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        fail(f"--out {str(out)!r} exists and is not an empty directory; choose a new one.")
+        cli.fail(f"--out {str(out)!r} exists and is not an empty directory; choose a new one.")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     generator_states = train_generators(lengths, out / "gan")
@@ -413,8 +409,7 @@ def main() -> None:
 def _main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        fail(f"unexpected arguments {' '.join(argv[1:])!r}; flags are written --name=value.")
+    cli.check_command_line(argv)
     main()
 
 
