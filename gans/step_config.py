@@ -1,0 +1,173 @@
+"""The train step's static settings: ``StepConfig`` and InfoGAN's ``InfoCodes``.
+
+A ``StepConfig`` is hashable and closed over by ``jit``; it checks its options when built and
+turns a penalty name into the typed ``gans.penalties.PenaltyOptions`` value, so the step
+(``gans.train``) reads one validated config and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from gans import augment as augment_lib
+from gans import losses as losses_lib
+from gans import penalties as penalties_lib
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoCodes:
+    """InfoGAN's latent codes and the weights of their mutual-information terms.
+
+    Attributes:
+      num_categories: classes of the categorical code (10 for digits).
+      num_continuous: continuous codes, each ``U[-1, 1]``.
+      categorical_weight: lambda of ``L_I`` for the categorical code (1 in the paper).
+      continuous_weight: lambda for the continuous codes (the paper uses a smaller one).
+    """
+
+    num_categories: int = 10
+    num_continuous: int = 2
+    categorical_weight: float = 1.0
+    continuous_weight: float = 0.1
+
+    @property
+    def size(self) -> int:
+        return self.num_categories + self.num_continuous
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Static settings of the train step (hashable, closed over by ``jit``).
+
+    Attributes:
+      loss: a name in ``gans.losses.LOSSES``.
+      z_dim: size of the noise ``z ~ N(0, I)`` (InfoGAN codes are appended to it).
+      penalty: the Lipschitz penalty with its hyper-parameters bound, a typed value such as
+        ``penalties.GradientPenalty(weight=10.0)`` (``gans.penalties.PenaltyOptions``), or None.
+        A registered name is accepted as shorthand and turned into that value with
+        ``penalty_options`` (``penalties.make_penalty``), so the config holds one typed value
+        either way and the step reads nothing else.
+      penalty_options: with a name for ``penalty`` only: its keyword options as pairs
+        (``(("weight", 10.0),)``); emptied once turned into the typed value.
+      label_smoothing: one-sided smoothing of the real target (cross-entropy losses).
+      flip_probability: chance of flipping a discriminator target (cross-entropy losses).
+      flip_anneal_steps: if > 0, the flip probability decays linearly to 0 over these steps.
+      instance_noise: std of Gaussian noise added to every critic input, real and fake
+        (Sonderby et al., 2017), decaying linearly to 0 over ``noise_anneal_steps``.
+      noise_anneal_steps: if > 0, the annealing length of ``instance_noise``.
+      num_classes: if set, a conditional GAN: real batches carry labels ``"y"``, the
+        generator is called as ``G(z, y)`` and the critic as ``D(x, y)``.
+      info: if set, InfoGAN: codes appended to ``z`` and the critic returns
+        ``(scores, q)``; both players add ``-L_I`` to their losses.
+      ema_decay: if set, keep an exponential moving average of the generator's weights.
+      real_transform: applied to each real batch before the critic sees it (e.g. MSG-GAN's
+        image pyramid), so real and generated batches share one structure.
+      augment: differentiable augmentation (``gans.augment``): transform names applied to
+        real and generated images before every critic call of both players' losses, so the
+        penalty, too, is taken on (interpolates of) augmented images, as in the DiffAugment
+        and ADA reference code, whose critic is ``D o T``. Empty: off.
+      augment_probability: the chance of each transform per example (DiffAugment: 1); with
+        ``ada_target`` the initial ``p`` (ADA: 0).
+      ada_target: if set, ADA's adaptive ``p``, moved after every step toward
+        ``E[sign(D(real))] = ada_target`` (``gans.augment.adapt_probability``).
+      ada_kimg: thousands of real images for ADA's ``p`` to cross [0, 1] (ADA: 500).
+      consistency_weight, consistency_fake_weight: consistency regularisation of the critic
+        (``penalties.consistency_regularization``; CR-GAN: 10, 0; bCR: 10, 10), added to the
+        critic's loss beside any penalty, on the images before ``augment``.
+      consistency_policy: the transforms of consistency regularisation.
+      axis_name: the pmap axis to average gradients over, or None on one device.
+    """
+
+    loss: str
+    z_dim: int
+    penalty: penalties_lib.PenaltyOptions | str | None = None
+    penalty_options: tuple[tuple[str, Any], ...] = ()
+    label_smoothing: float = 0.0
+    flip_probability: float = 0.0
+    flip_anneal_steps: int = 0
+    instance_noise: float = 0.0
+    noise_anneal_steps: int = 0
+    num_classes: int | None = None
+    info: InfoCodes | None = None
+    ema_decay: float | None = None
+    real_transform: Callable[[PyTree], PyTree] | None = None
+    augment: tuple[str, ...] = ()
+    augment_probability: float = 1.0
+    ada_target: float | None = None
+    ada_kimg: float = 500.0
+    consistency_weight: float = 0.0
+    consistency_fake_weight: float = 0.0
+    consistency_policy: tuple[str, ...] = ("translation",)
+    axis_name: str | None = None
+
+    def __post_init__(self):
+        family = losses_lib.get_loss(self.loss)
+        self._resolve_penalty()
+        if self.z_dim < 1:
+            raise ValueError(f"z_dim must be >= 1, got {self.z_dim}.")
+        if not family.uses_labels and (self.label_smoothing or self.flip_probability):
+            raise ValueError(
+                f"label smoothing and noisy labels apply to cross-entropy losses only, not to "
+                f"{self.loss!r}; drop them or use loss 'non_saturating' or 'minimax'."
+            )
+        losses_lib.check_label_options(self.label_smoothing, self.flip_probability)
+        if self.instance_noise < 0:
+            raise ValueError(f"instance noise std must be >= 0, got {self.instance_noise}.")
+        if self.flip_anneal_steps < 0 or self.noise_anneal_steps < 0:
+            raise ValueError("annealing lengths must be >= 0 steps.")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}; try 0.999.")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}.")
+        self._check_augmentation()
+
+    def _resolve_penalty(self) -> None:
+        """Turns a penalty name and its option pairs into the typed value (checked there)."""
+        if isinstance(self.penalty, str):
+            penalty = penalties_lib.make_penalty(self.penalty, **dict(self.penalty_options))
+            # Frozen: set once here, so equal settings give equal (and equally hashed) configs.
+            object.__setattr__(self, "penalty", penalty)
+            object.__setattr__(self, "penalty_options", ())
+        elif self.penalty_options:
+            raise ValueError(
+                "penalty_options go with a penalty name; a typed penalty carries its own "
+                f"options: {self.penalty!r}."
+            )
+        if self.penalty is not None and not isinstance(self.penalty, penalties_lib.PenaltyOptions):
+            raise ValueError(
+                f"penalty must be a registered name or a gans.penalties.PenaltyOptions such as "
+                f"penalties.GradientPenalty(weight=10.0), got {self.penalty!r}."
+            )
+
+    def _check_augmentation(self) -> None:
+        if self.augment:
+            augment_lib.parse_policy(self.augment)
+        if (self.augment or self.consistency) and self.real_transform is not None:
+            raise ValueError(
+                "augmentation and consistency regularisation transform one image per example; "
+                "a multi-scale (MSG-GAN) critic takes several: drop --augment / --consistency."
+            )
+        augment_lib.check_probability(self.augment_probability)
+        if self.ada_target is not None:
+            if not self.augment:
+                raise ValueError("ADA adapts the augmentation probability: give --augment too.")
+            augment_lib.check_adaptive(self.ada_target, self.ada_kimg)
+        for name in ("consistency_weight", "consistency_fake_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}; CR uses 10.")
+        if self.consistency:
+            augment_lib.parse_policy(self.consistency_policy)
+
+    @property
+    def consistency(self) -> bool:
+        """Whether consistency regularisation is on."""
+        return bool(self.consistency_weight or self.consistency_fake_weight)
+
+    @property
+    def latent_size(self) -> int:
+        """Width of the generator's input vector: ``z`` plus any InfoGAN codes."""
+        return self.z_dim + (self.info.size if self.info else 0)
