@@ -6,14 +6,14 @@ loss, Adam 2e-4, beta1 0.5. On 2-D mixtures the label is the mode.
     python -m experiments.cgan --flagfile=experiments/flags/cgan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="non_saturating",
     penalty="none",
     conditional=True,
     n_critic=1,
-    **common.DCGAN_ADAM,
+    **shared_flags.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

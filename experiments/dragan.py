@@ -8,9 +8,9 @@ The perturbation is the original code's: ``x + 0.5 * std(x) * U[0, 1]`` element-
     python -m experiments.dragan --flagfile=experiments/flags/dragan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="non_saturating",
     penalty="dragan",
     penalty_weight=10.0,

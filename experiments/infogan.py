@@ -7,15 +7,15 @@ The metrics log ``information_categorical``, which can reach ln 10 = 2.303.
     python -m experiments.infogan --flagfile=experiments/flags/infogan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="non_saturating",
     penalty="none",
     info_categories=10,
     info_continuous=2,
     n_critic=1,
-    **{**common.DCGAN_ADAM, "generator_lr": 1e-3},
+    **{**shared_flags.DCGAN_ADAM, "generator_lr": 1e-3},
 )
 
 if __name__ == "__main__":

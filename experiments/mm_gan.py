@@ -4,13 +4,13 @@
     python -m experiments.mm_gan --flagfile=experiments/flags/mm_gan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="minimax",
     penalty="none",
     n_critic=1,
-    **common.DCGAN_ADAM,
+    **shared_flags.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

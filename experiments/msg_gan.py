@@ -7,9 +7,9 @@ Image data only.
     python -m experiments.msg_gan --flagfile=experiments/flags/msg_gan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     model="msg",
     loss="wasserstein",
     penalty="gradient_penalty",

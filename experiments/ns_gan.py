@@ -4,13 +4,13 @@ the DCGAN optimiser (Adam 2e-4, beta1 0.5).
     python -m experiments.ns_gan --flagfile=experiments/flags/ns_gan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="non_saturating",
     penalty="none",
     n_critic=1,
-    **common.DCGAN_ADAM,
+    **shared_flags.DCGAN_ADAM,
 )
 
 if __name__ == "__main__":

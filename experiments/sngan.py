@@ -8,9 +8,9 @@ n_critic 5, the learning rate decayed linearly to 0 (the authors' released code)
     python -m experiments.sngan --flagfile=experiments/flags/sngan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="hinge",
     penalty="none",
     model="resnet",

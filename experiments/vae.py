@@ -10,12 +10,12 @@ reconstruction (squared error / 2 variance) + beta * KL(q(z|x) || N(0, I)), Adam
 
 from absl import flags
 
-from experiments import common
+from experiments import common, compose, shared_flags
 
 flags.DEFINE_float("beta", 1.0, "Weight of the KL term (1: the ELBO).")
 flags.DEFINE_float("variance", 0.5, "Variance of the Gaussian likelihood (0.5: squared error).")
 
-common.set_defaults(optimizer="adam", generator_lr=1e-3, beta1=0.9, beta2=0.999)
+shared_flags.set_defaults(optimizer="adam", generator_lr=1e-3, beta1=0.9, beta2=0.999)
 
 if __name__ == "__main__":
-    common.run(lambda: common.build_vae_run(beta=flags.FLAGS.beta, variance=flags.FLAGS.variance))
+    common.run(lambda: compose.build_vae_run(beta=flags.FLAGS.beta, variance=flags.FLAGS.variance))

@@ -8,9 +8,9 @@ first 25 generator steps and every 500th.
     python -m experiments.wgan --flagfile=experiments/flags/wgan_digits.cfg --workdir=...
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="wasserstein",
     penalty="none",
     clip=0.01,

@@ -7,9 +7,9 @@ critic. The paper's 2-D toys use lambda = 0.1 and beta1 = 0.5 (see the flagfile)
     python -m experiments.wgan_gp --flagfile=experiments/flags/wgan_gp_8gaussians.cfg
 """
 
-from experiments import common
+from experiments import common, shared_flags
 
-common.set_defaults(
+shared_flags.set_defaults(
     loss="wasserstein",
     penalty="gradient_penalty",
     optimizer="adam",

@@ -150,7 +150,7 @@ def vae_samples(directory: pathlib.Path, seed: int, num: int = NUM_SAMPLES) -> t
     config = json.loads((directory / "config.json").read_text())
     stored = flax.serialization.msgpack_restore((directory / "params.msgpack").read_bytes())
     params = stored.get("ema_params") or stored["params"]
-    # The image decoder experiments.vae builds (common.build_vae_run); only it draws samples.
+    # The image decoder experiments.vae builds (compose.build_vae_run); only it draws samples.
     decoder = models.DCGANGenerator(
         image_size=config["image_size"], channels=1, width=config["width"], batch_norm=False
     )

@@ -1,0 +1,408 @@
+"""Composing a ``Run`` (or a ``VAERun``) from the shared flags: data, models, optimizers and
+step settings, each checked with one sentence for the user's mistakes."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from absl import flags
+
+from experiments import cli
+from experiments.shared_flags import GAN_ONLY_FLAGS, TOY_DATASETS
+
+FLAGS = flags.FLAGS
+
+
+class UserError(ValueError):
+    """A problem with the user's input, reported as one sentence."""
+
+
+def _schedule(learning_rate: float):
+    import optax
+
+    if FLAGS.lr_schedule == "linear":
+        return optax.linear_schedule(learning_rate, 0.0, FLAGS.steps)
+    return learning_rate
+
+
+def _dataset():
+    """The dataset the flags name, with its options."""
+    from gans import data
+
+    options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
+    if FLAGS.data_fraction != 1.0:
+        if FLAGS.dataset != "digits":
+            raise UserError(f"--data_fraction applies to the digits, not {FLAGS.dataset}.")
+        options["fraction"] = FLAGS.data_fraction
+    is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)
+    if is_tfds:
+        options.update(data_dir=FLAGS.data_dir, split=FLAGS.split)
+        if FLAGS.crop_size is not None:
+            options["crop_size"] = FLAGS.crop_size
+    else:
+        for name in ("data_dir", "crop_size"):
+            if FLAGS[name].value is not None:
+                raise UserError(f"--{name} applies to TFDS datasets, not {FLAGS.dataset}.")
+        if FLAGS.dataset in TOY_DATASETS and FLAGS.image_size is not None:
+            raise UserError(f"--image_size applies to image datasets, not {FLAGS.dataset}.")
+    return data.get_dataset(FLAGS.dataset, **options)
+
+
+def _check_flags() -> None:
+    # Bounds the library does not check, or checks only for the GANs (gans.runner.Run checks
+    # --steps, --batch_size and --log_every, not VAERun); the rest are raised where they live.
+    positive = ("steps", "batch_size", "log_every", "z_dim", "width", "depth")
+    for name in (
+        "flip_anneal_steps",
+        "noise_anneal_steps",
+        "warmup_critic_steps",
+        "info_categories",
+        "info_continuous",
+    ):
+        if FLAGS[name].value < 0:
+            raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
+    if FLAGS.info_categories == 1:
+        raise UserError("--info_categories must be 0 (off) or >= 2.")
+    for name in positive:
+        if FLAGS[name].value < 1:
+            raise UserError(f"--{name} must be >= 1, got {FLAGS[name].value}.")
+    for name in ("critic_lr", "generator_lr"):
+        if not FLAGS[name].value > 0:
+            raise UserError(f"--{name} must be > 0, got {FLAGS[name].value}.")
+    if FLAGS.seed + FLAGS.num_runs - 1 >= cli.SEED_LIMIT:
+        raise UserError(
+            f"--num_runs={FLAGS.num_runs} trains seeds {FLAGS.seed} to "
+            f"{FLAGS.seed + FLAGS.num_runs - 1}, past the largest, {cli.SEED_LIMIT - 1}; "
+            "give a smaller --seed."
+        )
+    for name in ("sample_every", "checkpoint_every"):
+        if FLAGS[name].value < 0:
+            raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
+    for name in ("beta1", "beta2"):
+        if not 0 <= FLAGS[name].value < 1:
+            raise UserError(f"--{name} must be in [0, 1), got {FLAGS[name].value}.")
+    if not 0 < FLAGS.data_fraction <= 1:
+        raise UserError(f"--data_fraction must be in (0, 1], got {FLAGS.data_fraction}.")
+    if FLAGS.critic_width is not None and FLAGS.critic_width < 1:
+        raise UserError(f"--critic_width must be >= 1, got {FLAGS.critic_width}.")
+    if FLAGS.attention_resolution < 0:
+        raise UserError(
+            f"--attention_resolution must be >= 0 (0: none), got {FLAGS.attention_resolution}."
+        )
+    if FLAGS.clip and (FLAGS.spectral_norm or FLAGS.generator_spectral_norm):
+        raise UserError(
+            "spectral normalisation already bounds every layer's Lipschitz constant; drop --clip "
+            "or --spectral_norm (weight clipping on normalised weights only shrinks them further)."
+        )
+
+
+def _models(dataset, penalty, axis_name=None):
+    """The generator and critic the flags name, wrapped for conditioning or InfoGAN.
+
+    ``axis_name`` is the pmap axis BatchNorm averages its statistics over, or None.
+    """
+    from gans import models
+
+    kind = FLAGS.model
+    if kind == "auto":
+        kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
+    critic_width = FLAGS.critic_width or FLAGS.width
+    if FLAGS.attention_resolution and kind != "resnet":
+        raise UserError("--attention_resolution applies to --model=resnet only.")
+    if kind != "resnet" and FLAGS.critic_pooling != "mean":
+        raise UserError("--critic_pooling applies to --model=resnet only.")
+    if kind == "mlp":
+        hidden = (FLAGS.width,) * FLAGS.depth
+        generator = models.MLPGenerator(
+            out_dim=math.prod(dataset.element_shape),
+            hidden=hidden,
+            spectral_norm=FLAGS.generator_spectral_norm,
+        )
+        critic = models.MLPCritic(
+            hidden=(critic_width,) * FLAGS.depth, spectral_norm=FLAGS.spectral_norm
+        )
+    elif kind == "resnet":
+        if len(dataset.element_shape) != 3:
+            raise UserError(f"--model=resnet needs image data; {FLAGS.dataset} is 2-D.")
+        size, _, channels = dataset.element_shape
+        norm = FLAGS.critic_norm or "none"
+        if norm == "batch":
+            raise UserError(
+                "the ResNet critic has no BatchNorm (it would make the penalty batch-wide); use "
+                "--critic_norm=layer or none."
+            )
+        attention = FLAGS.attention_resolution or None
+        generator = models.ResNetGenerator(
+            image_size=size,
+            channels=channels,
+            width=FLAGS.width,
+            num_classes=dataset.num_classes if FLAGS.conditional else None,
+            spectral_norm=FLAGS.generator_spectral_norm,
+            attention_resolution=attention,
+            axis_name=axis_name,
+        )
+        critic = models.ResNetCritic(
+            width=critic_width,
+            normalization=norm,
+            spectral_norm=FLAGS.spectral_norm,
+            pooling=FLAGS.critic_pooling,
+            score_bias=FLAGS.critic_pooling == "mean",
+            attention_resolution=attention,
+            axis_name=axis_name,
+        )
+    else:
+        if len(dataset.element_shape) != 3:
+            raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
+        size, _, channels = dataset.element_shape
+        norm = FLAGS.critic_norm or ("none" if penalty else "batch")
+        if penalty and norm == "batch":
+            raise UserError(
+                "--critic_norm=batch makes the gradient penalty batch-wide instead of per "
+                "example; use --critic_norm=layer (the WGAN-GP paper's drop-in) or none."
+            )
+        image_models = {
+            "dcgan": (models.DCGANGenerator, models.DCGANCritic),
+            "msg": (models.MSGGenerator, models.MSGCritic),
+        }
+        generator_class, critic_class = image_models[kind]
+        generator = generator_class(
+            image_size=size,
+            channels=channels,
+            width=FLAGS.width,
+            spectral_norm=FLAGS.generator_spectral_norm,
+            axis_name=axis_name,
+        )
+        critic = critic_class(
+            width=critic_width,
+            normalization=norm,
+            spectral_norm=FLAGS.spectral_norm,
+            downsampling=FLAGS.downsampling,
+            axis_name=axis_name,
+        )
+    if FLAGS.conditional:
+        if dataset.num_classes is None:
+            raise UserError(
+                f"--conditional needs labelled data; {FLAGS.dataset} has none (use digits or a "
+                "Gaussian mixture, whose labels are the modes)."
+            )
+        if kind != "resnet":  # The ResNet generator takes labels itself (conditional BatchNorm).
+            generator = models.ConditionalGenerator(generator, dataset.num_classes)
+        critic = models.ConditionalCritic(critic, dataset.num_classes, mode=FLAGS.conditioning)
+    if FLAGS.info_categories:
+        critic = models.InfoGANCritic(
+            critic, num_categories=FLAGS.info_categories, num_continuous=FLAGS.info_continuous
+        )
+    return kind, generator, critic
+
+
+def _num_devices() -> int:
+    """The local devices to train on, checked against the host and the batch size."""
+    from gans import parallel
+
+    return len(parallel.devices(FLAGS.num_devices, FLAGS.batch_size))
+
+
+def _sweep():
+    """The --sweep flag as a gans.sweep.Sweep, or None."""
+    from gans import sweep
+
+    if FLAGS.sweep is None:
+        return None
+    name, sep, listed = FLAGS.sweep.partition("=")
+    try:
+        values = tuple(float(v) for v in listed.split(","))
+    except ValueError:
+        values = ()
+    if not sep or not values:
+        raise UserError(
+            f"--sweep={FLAGS.sweep} is not NAME=V1,V2,...; e.g. --sweep=penalty_weight=1,10,100."
+        )
+    if not all(math.isfinite(value) for value in values):
+        raise UserError(f"--sweep={FLAGS.sweep} must list finite numbers only.")
+    if FLAGS.num_runs > 1:
+        raise UserError("give either --num_runs or --sweep, not both.")
+    if name == "clip" and not FLAGS.clip:
+        raise UserError("--sweep=clip=... needs weight clipping on: run it with experiments.wgan.")
+    if name == "penalty_weight" and FLAGS.penalty == "none":
+        raise UserError("--sweep=penalty_weight=... needs a --penalty.")
+    base = {"critic_lr": FLAGS.critic_lr, "generator_lr": FLAGS.generator_lr}.get(name)
+    try:
+        return sweep.Sweep(name, values, base)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _policy(spec: str) -> tuple[str, ...]:
+    """An augmentation flag as a checked tuple of transform names (empty: off)."""
+    from gans import augment
+
+    return augment.parse_policy(spec) if spec.strip() else ()
+
+
+def build_run():
+    """Composes data, models, optimizers and step settings from the flags."""
+    _check_flags()  # Before importing JAX: a typo is reported at once.
+    import jax
+
+    from gans import models, parallel, penalties, runner, train
+
+    penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
+    sweep = _sweep()
+    try:
+        num_devices = _num_devices()
+        sharded = num_devices > 1 or jax.process_count() > 1
+        dataset = _dataset()
+        kind, generator, critic = _models(dataset, penalty, parallel.AXIS if sharded else None)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    penalty_options = {}
+    if penalty == "gradient_penalty":
+        penalty_options["one_sided"] = FLAGS.one_sided
+    if penalty == "dragan":
+        penalty_options["symmetric"] = FLAGS.dragan_symmetric
+    if FLAGS.one_sided and penalty != "gradient_penalty":
+        raise UserError("--one_sided applies to --penalty=gradient_penalty only.")
+    if FLAGS.dragan_symmetric and penalty != "dragan":
+        raise UserError("--dragan_symmetric applies to --penalty=dragan only.")
+    real_transform = None
+    if kind == "msg":
+        scales = models.num_scales_for(dataset.element_shape[0])
+        real_transform = functools.partial(models.image_pyramid, num_scales=scales)
+    if FLAGS.augment and len(dataset.element_shape) != 3:
+        raise UserError(f"--augment transforms images; {FLAGS.dataset} is 2-D.")
+    if FLAGS.consistency_weight or FLAGS.consistency_fake_weight:
+        if len(dataset.element_shape) != 3:
+            raise UserError(
+                f"consistency regularisation transforms images; {FLAGS.dataset} is 2-D."
+            )
+    info = None
+    if FLAGS.info_categories:
+        info = train.InfoCodes(
+            num_categories=FLAGS.info_categories,
+            num_continuous=FLAGS.info_continuous,
+            categorical_weight=FLAGS.info_weight,
+            continuous_weight=FLAGS.info_continuous_weight,
+        )
+    try:
+        step = train.StepConfig(
+            loss=FLAGS.loss,
+            z_dim=FLAGS.z_dim,
+            penalty=(
+                None
+                if penalty is None
+                else penalties.make_penalty(penalty, weight=FLAGS.penalty_weight, **penalty_options)
+            ),
+            label_smoothing=FLAGS.label_smoothing,
+            flip_probability=FLAGS.flip_probability,
+            flip_anneal_steps=FLAGS.flip_anneal_steps,
+            instance_noise=FLAGS.instance_noise,
+            noise_anneal_steps=FLAGS.noise_anneal_steps,
+            num_classes=dataset.num_classes if FLAGS.conditional else None,
+            info=info,
+            ema_decay=FLAGS.ema_decay or None,
+            real_transform=real_transform,
+            augment=_policy(FLAGS.augment),
+            augment_probability=FLAGS.augment_probability,
+            ada_target=FLAGS.ada_target or None,
+            ada_kimg=FLAGS.ada_kimg,
+            consistency_weight=FLAGS.consistency_weight,
+            consistency_fake_weight=FLAGS.consistency_fake_weight,
+            consistency_policy=_policy(FLAGS.consistency_augment),
+        )
+        optimizer = lambda lr, clip=None: train.make_optimizer(
+            FLAGS.optimizer,
+            _schedule(lr),
+            b1=FLAGS.beta1,
+            b2=FLAGS.beta2,
+            clip=clip,
+            optimistic=FLAGS.optimistic,
+            sweepable=sweep is not None,
+        )
+        critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
+        generator_tx = optimizer(FLAGS.generator_lr)
+        warmup = FLAGS.warmup_critic_steps
+        return runner.Run(
+            dataset=dataset,
+            generator=generator,
+            critic=critic,
+            generator_tx=generator_tx,
+            critic_tx=critic_tx,
+            step=step,
+            n_critic=FLAGS.n_critic,
+            batch_size=FLAGS.batch_size,
+            steps=FLAGS.steps,
+            seed=FLAGS.seed,
+            log_every=FLAGS.log_every,
+            sample_every=FLAGS.sample_every,
+            critic_schedule=(
+                runner.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
+            ),
+            num_devices=num_devices,
+            num_runs=FLAGS.num_runs,
+            sweep=sweep,
+            checkpoint_every=FLAGS.checkpoint_every,
+            eval_every=FLAGS.eval_every,
+            diagnose_every=FLAGS.diagnose_every,
+            clip=FLAGS.clip or None,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def build_vae_run(*, beta: float, variance: float):
+    """The VAE baseline on the same data, with the GAN's generator as its decoder."""
+    given = [name for name in GAN_ONLY_FLAGS if FLAGS[name].present]
+    if given:
+        raise UserError(
+            f"--{given[0]} is a GAN flag and the VAE has no critic to apply it to; drop it "
+            "(the VAE takes --generator_lr, --optimizer, --optimistic and --ema_decay)."
+        )
+    if FLAGS.num_devices not in (None, 1) or FLAGS.distributed:
+        raise UserError("the VAE trains on one device; drop --num_devices and --distributed.")
+    if FLAGS.num_runs != 1 or FLAGS.sweep is not None:
+        raise UserError("the VAE trains one run at a time; drop --num_runs and --sweep.")
+    _check_flags()
+    from gans import models, runner, train, vae
+
+    try:
+        dataset = _dataset()
+        kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
+        if FLAGS.model not in ("auto", kind):
+            raise UserError(
+                f"the VAE on {FLAGS.dataset} is built with --model={kind} (or auto), not "
+                f"--model={FLAGS.model}."
+            )
+        if kind == "mlp":
+            hidden = (FLAGS.width,) * FLAGS.depth
+            encoder = models.VAEEncoder(FLAGS.z_dim, kind="mlp", hidden=hidden)
+            decoder = models.MLPGenerator(out_dim=dataset.element_shape[0], hidden=hidden)
+        else:
+            size, _, channels = dataset.element_shape
+            encoder = models.VAEEncoder(FLAGS.z_dim, width=FLAGS.width, kind="conv")
+            decoder = models.DCGANGenerator(
+                image_size=size, channels=channels, width=FLAGS.width, batch_norm=False
+            )
+        tx = train.make_optimizer(
+            FLAGS.optimizer,
+            _schedule(FLAGS.generator_lr),
+            b1=FLAGS.beta1,
+            b2=FLAGS.beta2,
+            optimistic=FLAGS.optimistic,
+        )
+        return runner.VAERun(
+            dataset=dataset,
+            model=models.VAE(encoder=encoder, decoder=decoder),
+            tx=tx,
+            config=vae.VAEConfig(beta=beta, variance=variance, ema_decay=FLAGS.ema_decay or None),
+            latent_dim=FLAGS.z_dim,
+            batch_size=FLAGS.batch_size,
+            steps=FLAGS.steps,
+            seed=FLAGS.seed,
+            log_every=FLAGS.log_every,
+            sample_every=FLAGS.sample_every,
+            checkpoint_every=FLAGS.checkpoint_every,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
