@@ -32,6 +32,13 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def require_at_least(flag_values: flags.FlagValues, names: Iterable[str], bound: int = 1) -> None:
+    """``fail``s on the first of the integer flags ``names`` below ``bound``."""
+    for name in names:
+        if flag_values[name].value < bound:
+            fail(f"--{name} must be >= {bound}, got {flag_values[name].value}.")
+
+
 def program_flags(*modules: ModuleType) -> list[flags.Flag]:
     """The flags ``modules`` define and those of the program being run (``__main__``)."""
     found: list[flags.Flag] = []

@@ -396,9 +396,7 @@ def main(argv: Sequence[str]) -> None:
 
     FLAGS = flags.FLAGS
     cli.check_command_line(argv)
-    for name in ("steps", "num_seeds", "eval_every"):
-        if FLAGS[name].value < 1:
-            cli.fail(f"--{name} must be >= 1, got {FLAGS[name].value}.")
+    cli.require_at_least(FLAGS, ("steps", "num_seeds", "eval_every"))
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
     start = time.perf_counter()
