@@ -41,7 +41,7 @@ def test_a_rows_command_is_its_flagfile_its_flags_and_the_budget(tmp_path):
     ]
 
 
-def test_tables_give_medians_over_seeds_and_mark_unfinished_rows(tmp_path):
+def test_tables_give_medians_and_intervals_over_seeds_and_mark_unfinished_rows(tmp_path):
     _fake_row(tmp_path, "sngan", [3.0, 1.0, 2.0])
     _fake_row(tmp_path, "sngan_augment", [5.0, 4.0, 6.0])
     (tmp_path / "sngan_augment" / "run_1" / "metrics.jsonl").unlink()  # Still training.
@@ -50,8 +50,14 @@ def test_tables_give_medians_over_seeds_and_mark_unfinished_rows(tmp_path):
     assert set(finished) == {"sngan"}
     assert finished["sngan"]["fid_median"] == 2.0
     assert finished["sngan"]["precision_median"] == pytest.approx(0.6)
+    fid = finished["sngan"]["fid_summary"]
+    assert (fid.mean, fid.std, fid.n) == (2.0, 1.0, 3)  # The sample std (ddof 1).
     text = path.read_text()
-    assert "| SNGAN (hinge, SN ResNet) | 2.00 | 3.00, 1.00, 2.00 | 0.60 | 0.90 |" in text
+    # Resampling one seed three times has probability 1/27 > 2.5 %: the interval is [min, max].
+    assert (
+        "| SNGAN (hinge, SN ResNet) | 2.00 | 2.00 ± 1.00 [1.00, 3.00] | 3.00, 1.00, 2.00 "
+        "| 0.60 ± 0.10 [0.50, 0.70] | 0.90 ± 0.00 [0.90, 0.90] |"
+    ) in text
     assert "| SNGAN + DiffAugment | (not finished) |" in text
     assert "### data" in text and "### architectures" in text and "### components" in text
     assert "digits-FID 0.80" in text

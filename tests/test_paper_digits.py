@@ -43,7 +43,7 @@ def _fake_vae(workdir, fids, steps=400):
         (directory / "evaluation.json").write_text(json.dumps(evaluation))
 
 
-def test_the_table_gives_min_median_and_max_over_seeds_best_median_first(tmp_path):
+def test_the_table_gives_the_distribution_over_seeds_best_median_first(tmp_path):
     _fake_gan(tmp_path, "ns_gan", [3.0, 1.0, 2.0])
     _fake_vae(tmp_path, [30.0, 10.0, 20.0])
     _fake_gan(tmp_path, "lsgan", [4.0, 5.0, 6.0])
@@ -58,10 +58,30 @@ def test_the_table_gives_min_median_and_max_over_seeds_best_median_first(tmp_pat
     vae = next(i for i, line in enumerate(lines) if line.startswith("| VAE |"))
     assert ns_gan < vae
     assert "| 1.00 | 2.00 | 3.00 | 3.00, 1.00, 2.00 | 10, 10, 10 |" in lines[ns_gan]
+    # Mean, sample std (ddof 1) and the 95 % interval, [min, max] for 3 seeds (a resample of one
+    # seed three times has probability 1/27 > 2.5 %).
+    assert "| 2.00 ± 1.00 [1.00, 3.00] | 1.00 |" in lines[ns_gan]
+    assert rows[1]["summary"].mean == 2.0 and rows[1]["summary"].std == 1.0
     assert "Adam 0.0002 (0.5, 0.999), n_critic 1" in lines[ns_gan]
     assert "| 10.00 | 20.00 | 30.00 |" in lines[vae] and "Adam 0.001 (0.9, 0.999) |" in lines[vae]
     assert "| LSGAN | (not finished) |" in text
-    assert "| 0.50 | 0.50 | 0.50 |" in lines[-1] and "after 400 generator steps, 3 seeds" in text
+    assert "| 0.50 | 0.50 | 0.50 | 0.50 |" in lines[-1]
+    assert "after 400 generator steps, 3 seeds" in text
+    assert "best of" not in text  # Three seeds: best-of-k would repeat the mean and the min.
+
+
+def test_with_five_seeds_the_table_adds_the_expected_best_of_k_runs(tmp_path):
+    _fake_gan(tmp_path, "ns_gan", [5.0, 1.0, 4.0, 2.0, 3.0])
+    _fake_vae(tmp_path, [10.0, 10.0, 10.0, 10.0, 10.0])
+    path = tmp_path / "table.md"
+    digits_comparison.write_table(tmp_path, ["vae", "ns_gan"], 5, path)
+    text = path.read_text()
+    assert "Expected best digits-FID of k runs of the 5 (Lucic et al., 2018, Fig. 4)" in text
+    assert "| model | best of 1 | best of 2 | best of 3 | best of 4 | best of 5 |" in text
+    # Sorted 1..5, E[best of k] = sum_i i C(5 - i, k - 1) / C(5, k): 3, 20/10, 15/10, 6/5, 1.
+    assert "| NS-GAN | 3.00 | 2.00 | 1.50 | 1.20 | 1.00 |" in text
+    assert "| VAE | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 |" in text
+    assert text.index("| NS-GAN | 3.00") < text.index("| VAE | 10.00")
 
 
 def test_finished_means_every_seed_scored_at_the_last_step(tmp_path):

@@ -132,7 +132,13 @@ def command(
 
 
 def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any] | None:
-    """Row ``name``'s scores of every seed, their medians, and its wall time; None if unfinished."""
+    """Row ``name``'s scores of every seed, their medians and summaries, its wall time; or None.
+
+    Each metric has its values (``fid``...), their ``fid_median``... and ``fid_summary``... (a
+    `gans.statistics.Summary`: mean, std and bootstrap interval); None while a seed is unfinished.
+    """
+    from gans import statistics as seed_statistics  # Takes seconds (scipy): after the flags.
+
     qualities = [
         digits_comparison.final_quality(d)
         for d in digits_comparison.run_directories(workdir, name, num_seeds)
@@ -145,6 +151,7 @@ def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any
     for metric in ("fid", "precision", "recall"):
         row[metric] = [q[metric] for q in qualities]
         row[f"{metric}_median"] = statistics.median(row[metric])
+        row[f"{metric}_summary"] = seed_statistics.summarize(row[metric])
     row["floor"] = qualities[0]["fid_real_vs_real"]
     row["wall_seconds"] = timings.get(name)
     return row
@@ -153,18 +160,22 @@ def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any
 def table(rows: Sequence[dict[str, Any] | str]) -> str:
     """A markdown table, rows in the given order; a name instead of a row is unfinished."""
     lines = [
-        "| run | digits-FID median | every seed | precision | recall | wall time (all seeds) |",
-        "|---|---|---|---|---|---|",
+        (
+            "| run | digits-FID median | mean ± std [95 % interval] | every seed | precision "
+            "| recall | wall time (all seeds) |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if isinstance(row, str):
-            lines.append(f"| {ROWS[row].label} | (not finished) | | | | |")
+            lines.append(f"| {ROWS[row].label} | (not finished) | | | | | |")
             continue
         seeds = ", ".join(f"{fid:.2f}" for fid in row["fid"])
         lines.append(
-            f"| {row['label']} | {row['fid_median']:.2f} | {seeds} | "
-            f"{row['precision_median']:.2f} | {row['recall_median']:.2f} | "
-            f"{digits_comparison._duration(row['wall_seconds'])} |"
+            f"| {row['label']} | {row['fid_median']:.2f} | {row['fid_summary'].format(digits=2)} "
+            f"| {seeds} | {row['precision_summary'].format(digits=2)} "
+            f"| {row['recall_summary'].format(digits=2)} "
+            f"| {digits_comparison._duration(row['wall_seconds'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -179,8 +190,12 @@ def write_tables(
         if row is not None:
             finished[name] = row
     parts = [
-        f"{num_seeds} seeds per row; digits-FID of 360 samples against the classifier's train "
-        "split (lower is better), precision and recall (k = 3) medians over seeds.\n"
+        (
+            f"{num_seeds} seeds per row; digits-FID of 360 samples against the classifier's "
+            "train split (lower is better), its median and, like precision and recall (k = 3), "
+            "its mean ± std (ddof 1) over seeds [percentile bootstrap 95 % interval of the mean]."
+            "\n"
+        )
     ]
     for title, members in TABLES.items():
         shown = [name for name in members if name in names]
