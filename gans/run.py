@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gans import parallel
+from gans import packing, parallel
 from gans import sweep as sweep_lib
 from gans import train as train_lib
 from gans.data import Dataset
@@ -100,6 +100,14 @@ class Run:
         for name in ("checkpoint_every", "eval_every", "diagnose_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.batch_size % self.num_devices == 0:  # Else gans.parallel.devices says so.
+            # Packs never straddle devices: each device's batch splits into whole packs.
+            packing.check_pack(self.step.pack, self.batch_size // self.num_devices)
+        if self.diagnose_every and self.step.pack > 1:
+            raise ValueError(
+                "the diagnostics measure a critic of single examples; drop --diagnose_every or "
+                "--pack."
+            )
         if self.diagnose_every and (self.num_devices > 1 or len(self.seeds()) > 1):
             raise ValueError(
                 "diagnostics run on one device and one run; drop --diagnose_every or train "

@@ -6,6 +6,7 @@ codes (``gans.models.infogan.generator_input``).
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gans import loop, visualize
+from gans import loop, packing, visualize
 from gans import train as train_lib
 from gans import workdir as workdir_lib
 from gans.data import Dataset
@@ -70,8 +71,13 @@ def draw_samples(
     return samples, None if labels is None else np.asarray(labels)
 
 
-def critic_scores(state: train_lib.GANState, x: jax.Array) -> jax.Array:
-    """The critic's scores of ``x`` (BatchNorm's running averages, no auxiliary outputs)."""
+def critic_scores(state: train_lib.GANState, x: jax.Array, pack: int = 1) -> jax.Array:
+    """The critic's scores of ``x`` (BatchNorm's running averages, no auxiliary outputs).
+
+    A critic of packs of ``pack`` examples scores each example packed with copies of itself
+    (``gans.packing.diagonal``): its map over the plane on the diagonal of ``X^pack``.
+    """
+    x = packing.diagonal(x, pack) if pack > 1 else x
     out = state.critic.apply({"params": state.critic_params, **state.critic_state}, x, train=False)
     return out[0] if isinstance(out, tuple) else out
 
@@ -108,7 +114,7 @@ class Sampler:
         if self.is_toy:
             self._real = np.asarray(dataset.batch(0, n, real_seed)["x"][0])
         self._generate = jax.jit(train_lib.generate)
-        self._critic = jax.jit(critic_scores)
+        self._critic = jax.jit(functools.partial(critic_scores, pack=config.pack))
 
     def samples(self, state: train_lib.GANState) -> np.ndarray:
         return _largest(self._generate(state, self._z, self._labels))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from gans import constraints
+from gans import constraints, packing
 
 if TYPE_CHECKING:
     from gans.step_config import StepConfig
@@ -141,9 +141,10 @@ def create_state(
     g_key, c_key, train_key = jax.random.split(key, 3)
     labels = () if config.num_classes is None else (jnp.zeros((1,), jnp.int32),)
     z = jnp.zeros((1, config.latent_size), jnp.float32)
-    x = jax.tree.map(lambda a: jnp.zeros((1,) + a.shape[1:], a.dtype), example)
+    x = jax.tree.map(lambda a: jnp.zeros((config.pack,) + a.shape[1:], a.dtype), example)
     if config.real_transform is not None:
         x = config.real_transform(x)
+    x = packing.pack_tree(x, config.pack)  # A packed critic is built for m examples' channels.
     g_vars = generator.init({"params": g_key}, z, *labels, train=False)
     c_vars = critic.init({"params": c_key}, x, *labels, train=False)
     g_params, g_state = _split_variables(g_vars)

@@ -13,6 +13,7 @@ from typing import Any
 
 from gans import augment as augment_lib
 from gans import losses as losses_lib
+from gans import packing
 from gans import penalties as penalties_lib
 
 PyTree = Any
@@ -79,6 +80,11 @@ class StepConfig:
         (``penalties.consistency_regularization``; CR-GAN: 10, 0; bCR: 10, 10), added to the
         critic's loss beside any penalty, on the images before ``augment``.
       consistency_policy: the transforms of consistency regularisation.
+      pack: PacGAN's packing (``gans.packing``): the critic scores this many samples
+        concatenated along the channel axis, real with real and fake with fake; 1: off.
+      unroll_steps: the unrolled GAN (``gans.unrolled``): the generator's loss is taken at the
+        critic's parameters this many of its own updates ahead, on the step's last real batch
+        and the generator's own samples, and differentiated through them; 0: off.
       axis_name: the pmap axis to average gradients over, or None on one device.
     """
 
@@ -102,6 +108,8 @@ class StepConfig:
     consistency_weight: float = 0.0
     consistency_fake_weight: float = 0.0
     consistency_policy: tuple[str, ...] = ("translation",)
+    pack: int = 1
+    unroll_steps: int = 0
     axis_name: str | None = None
 
     def __post_init__(self):
@@ -124,6 +132,7 @@ class StepConfig:
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}.")
         self._check_augmentation()
+        self._check_remedies()
 
     def _resolve_penalty(self) -> None:
         """Turns a penalty name and its option pairs into the typed value (checked there)."""
@@ -161,6 +170,32 @@ class StepConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}; CR uses 10.")
         if self.consistency:
             augment_lib.parse_policy(self.consistency_policy)
+
+    def _check_remedies(self) -> None:
+        """Packing and unrolling, and the options they cannot be combined with."""
+        packing.check_pack(self.pack)
+        if self.pack > 1:
+            clashes = {
+                "a conditional GAN (--num_classes)": self.num_classes is not None,
+                "InfoGAN codes": self.info is not None,
+                "a multi-scale (MSG-GAN) critic": self.real_transform is not None,
+                "consistency regularisation": self.consistency,
+            }
+            for what, present in clashes.items():
+                if present:
+                    raise ValueError(
+                        f"packing scores several samples at once, which {what} cannot: its "
+                        "scores are per example; drop --pack or that option."
+                    )
+        if self.unroll_steps < 0:
+            raise ValueError(
+                f"unroll_steps must be >= 0, got {self.unroll_steps}; Metz et al. use 5."
+            )
+        if self.unroll_steps and (self.num_classes is not None or self.info is not None):
+            raise ValueError(
+                "the unrolled look-ahead scores the generator's samples without labels or codes; "
+                "drop --unroll_steps for conditional and InfoGAN runs."
+            )
 
     @property
     def consistency(self) -> bool:

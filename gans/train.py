@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -26,7 +26,7 @@ import optax
 
 from gans import augment as augment_lib
 from gans import losses as losses_lib
-from gans import parallel
+from gans import packing, parallel, unrolled
 from gans import penalties as penalties_lib
 from gans.models import infogan
 
@@ -145,7 +145,7 @@ def critic_inputs(
     augment_key: Array,
     noise_key: Array,
 ) -> tuple[PyTree, PyTree]:
-    """What the critic update scores, its penalty included: augmented, then noised, batches.
+    """What the critic update scores, its penalty included: augmented, noised, then packed.
 
     ``real`` is already through ``config.real_transform``.
     """
@@ -157,11 +157,154 @@ def critic_inputs(
         real_key, fake_key = jax.random.split(noise_key)
         real = _with_instance_noise(real, std, real_key, config.axis_name)
         fake = _with_instance_noise(fake, std, fake_key, config.axis_name)
-    return real, fake
+    return packing.pack_tree(real, config.pack), packing.pack_tree(fake, config.pack)
 
 
 def _concat(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(lambda u, v: jnp.concatenate([u, v]), a, b)
+
+
+def scores_mix_examples(state: GANState) -> bool:
+    """Whether the critic scores an example by its batch (BatchNorm, minibatch std).
+
+    Such a critic scores real and fake batches in separate passes, as in the DCGAN reference:
+    a joint batch would mix real and fake examples in its statistics.
+    """
+    return "batch_stats" in state.critic_state or bool(getattr(state.critic, "minibatch_std", 0))
+
+
+class CriticBatch(NamedTuple):
+    """What one critic objective is evaluated on.
+
+    Attributes:
+      real, fake: the critic's inputs (``critic_inputs``: augmented, noised, packed).
+      clean_real, clean_fake: the same before augmentation (consistency regularisation's).
+      labels: ``(y,)`` for a conditional GAN, else ``()``.
+      codes: the InfoGAN codes inside the fakes' latents, or None.
+    """
+
+    real: PyTree
+    fake: PyTree
+    clean_real: PyTree
+    clean_fake: PyTree
+    labels: tuple
+    codes: tuple | None
+
+
+def critic_objective(
+    config: StepConfig,
+    state: GANState,
+    c_params: PyTree,
+    batch: CriticBatch,
+    keys: tuple[Array, Array, Array, Array],
+    *,
+    probe: bool = True,
+) -> tuple[Array, dict[str, Any]]:
+    """The critic's loss at ``c_params``: adversarial + penalty (+ consistency, - L_I).
+
+    Args:
+      keys: the penalty's, the noisy labels', the slope probe's and consistency's draws.
+      probe: measure the slope on interpolates even without a penalty (a diagnostic).
+
+    Returns:
+      The loss and its parts (``aux``), the critic's updated model state among them.
+    """
+    family = losses_lib.get_loss(config.loss)
+    penalty_key, label_key, probe_key, consistency_key = keys
+    real, fake, labels = batch.real, batch.fake, batch.labels
+
+    def critic(x, labels, model_state):
+        out, model_state = _apply(state.critic, c_params, model_state, (x, *labels), True)
+        return (out if config.info else (out, None)), model_state
+
+    if scores_mix_examples(state):
+        (real_scores, _), c_state = critic(real, labels, state.critic_state)
+        (fake_scores, q), c_state = critic(fake, labels, c_state)
+    else:
+        joint_labels = tuple(jnp.concatenate([y, y]) for y in labels)
+        (scores, q), c_state = critic(_concat(real, fake), joint_labels, state.critic_state)
+        real_scores, fake_scores = jnp.split(scores, 2)
+        q = None if q is None else jax.tree.map(lambda a: jnp.split(a, 2)[1], q)
+    label_options = {}
+    if family.uses_labels:
+        label_options = {
+            "label_smoothing": config.label_smoothing,
+            "flip_probability": _annealed(
+                config.flip_probability, config.flip_anneal_steps, state.step
+            ),
+            "key": label_key,
+        }
+        if config.axis_name is not None:
+            label_options["axis_name"] = config.axis_name
+    adversarial = family.discriminator(real_scores, fake_scores, **label_options)
+    critic_fn = lambda x: critic(x, labels, state.critic_state)[0][0]
+    if config.penalty is not None:
+        penalty, norms = config.penalty(
+            critic_fn, real, fake, penalty_key, axis_name=config.axis_name
+        )
+    else:
+        penalty, norms = jnp.zeros((), jnp.float32), None
+        if probe:
+            # Diagnostic only: the critic's slope on interpolates, as WGAN-GP plots it. Its
+            # own backward pass, so the step asks for it once, not in every critic update.
+            _, norms = penalties_lib.gradient_penalty(
+                critic_fn, real, fake, probe_key, weight=0.0, axis_name=config.axis_name
+            )
+            norms = jax.lax.stop_gradient(norms)
+    aux = {
+        "c_state": c_state,
+        "real_score": jnp.mean(real_scores),
+        "fake_score": jnp.mean(fake_scores),
+        "real_sign": augment_lib.overfitting_signal(real_scores),
+        "adversarial": adversarial,
+        "penalty": penalty,
+    }
+    if norms is not None:
+        aux["grad_norm"] = jnp.mean(norms)
+    loss = adversarial + penalty
+    if config.consistency:
+        aux["consistency"], _ = penalties_lib.consistency_regularization(
+            critic_fn,
+            batch.clean_real,
+            batch.clean_fake,
+            consistency_key,
+            weight=config.consistency_weight,
+            fake_weight=config.consistency_fake_weight,
+            policy=config.consistency_policy,
+            axis_name=config.axis_name,
+        )
+        loss = loss + aux["consistency"]
+    if config.info is not None:
+        information = _information(config, q, batch.codes)
+        aux["information"] = information
+        loss = loss - information["total"]
+    return loss, aux
+
+
+def _objective_keys(key: Array) -> tuple[tuple[Array, Array, Array, Array], Array, Array]:
+    """An update's key split as it always was: objective keys, latents' key, noise key."""
+    z_key, penalty_key, label_key, probe_key, noise_key = jax.random.split(key, 5)
+    consistency_key = jax.random.fold_in(_augment_key(key), 1)
+    return (penalty_key, label_key, probe_key, consistency_key), z_key, noise_key
+
+
+def _critic_batch(
+    config: StepConfig,
+    state: GANState,
+    real: PyTree,
+    fake: PyTree,
+    labels: tuple,
+    codes: tuple | None,
+    key: Array,
+    noise_key: Array,
+) -> CriticBatch:
+    """``real`` (through ``real_transform``) and ``fake`` as the critic objective takes them."""
+    inputs = critic_inputs(config, state, real, fake, _augment_key(key), noise_key)
+    return CriticBatch(*inputs, real, fake, labels, codes)
+
+
+def _real_input(config: StepConfig, batch: Mapping[str, Array]) -> PyTree:
+    return batch["x"] if config.real_transform is None else config.real_transform(batch["x"])
 
 
 def _critic_update(
@@ -174,8 +317,8 @@ def _critic_update(
 ) -> tuple[GANState, Metrics]:
     """One critic update; ``probe``: measure the slope on interpolates even without a penalty."""
     family = losses_lib.get_loss(config.loss)
-    z_key, penalty_key, label_key, probe_key, noise_key = jax.random.split(key, 5)
-    real = batch["x"] if config.real_transform is None else config.real_transform(batch["x"])
+    keys, z_key, noise_key = _objective_keys(key)
+    real = _real_input(config, batch)
     labels = () if config.num_classes is None else (batch["y"],)
     batch_size = jax.tree.leaves(real)[0].shape[0]
     # Fakes share the real batch's labels, so interpolates between them have one label.
@@ -184,80 +327,8 @@ def _critic_update(
         state.generator, state.generator_params, state.generator_state, (z, *labels), True
     )
     fake = jax.lax.stop_gradient(fake)
-    clean_real, clean_fake = real, fake
-    real, fake = critic_inputs(config, state, real, fake, _augment_key(key), noise_key)
-    separate_passes = "batch_stats" in state.critic_state
-
-    def loss_fn(c_params):
-        def critic(x, labels, model_state):
-            out, model_state = _apply(state.critic, c_params, model_state, (x, *labels), True)
-            return (out if config.info else (out, None)), model_state
-
-        if separate_passes:
-            # As in the DCGAN reference: a joint batch would mix real and fake
-            # examples in the batch statistics.
-            (real_scores, _), c_state = critic(real, labels, state.critic_state)
-            (fake_scores, q), c_state = critic(fake, labels, c_state)
-        else:
-            joint_labels = tuple(jnp.concatenate([y, y]) for y in labels)
-            (scores, q), c_state = critic(_concat(real, fake), joint_labels, state.critic_state)
-            real_scores, fake_scores = jnp.split(scores, 2)
-            q = None if q is None else jax.tree.map(lambda a: jnp.split(a, 2)[1], q)
-        label_options = {}
-        if family.uses_labels:
-            label_options = {
-                "label_smoothing": config.label_smoothing,
-                "flip_probability": _annealed(
-                    config.flip_probability, config.flip_anneal_steps, state.step
-                ),
-                "key": label_key,
-            }
-            if config.axis_name is not None:
-                label_options["axis_name"] = config.axis_name
-        adversarial = family.discriminator(real_scores, fake_scores, **label_options)
-        critic_fn = lambda x: critic(x, labels, state.critic_state)[0][0]
-        if config.penalty is not None:
-            penalty, norms = config.penalty(
-                critic_fn, real, fake, penalty_key, axis_name=config.axis_name
-            )
-        else:
-            penalty, norms = jnp.zeros((), jnp.float32), None
-            if probe:
-                # Diagnostic only: the critic's slope on interpolates, as WGAN-GP plots it. Its
-                # own backward pass, so the step asks for it once, not in every critic update.
-                _, norms = penalties_lib.gradient_penalty(
-                    critic_fn, real, fake, probe_key, weight=0.0, axis_name=config.axis_name
-                )
-                norms = jax.lax.stop_gradient(norms)
-        aux = {
-            "c_state": c_state,
-            "real_score": jnp.mean(real_scores),
-            "fake_score": jnp.mean(fake_scores),
-            "real_sign": augment_lib.overfitting_signal(real_scores),
-            "adversarial": adversarial,
-            "penalty": penalty,
-        }
-        if norms is not None:
-            aux["grad_norm"] = jnp.mean(norms)
-        loss = adversarial + penalty
-        if config.consistency:
-            aux["consistency"], _ = penalties_lib.consistency_regularization(
-                critic_fn,
-                clean_real,
-                clean_fake,
-                jax.random.fold_in(_augment_key(key), 1),
-                weight=config.consistency_weight,
-                fake_weight=config.consistency_fake_weight,
-                policy=config.consistency_policy,
-                axis_name=config.axis_name,
-            )
-            loss = loss + aux["consistency"]
-        if config.info is not None:
-            information = _information(config, q, codes)
-            aux["information"] = information
-            loss = loss - information["total"]
-        return loss, aux
-
+    inputs = _critic_batch(config, state, real, fake, labels, codes, key, noise_key)
+    loss_fn = lambda c_params: critic_objective(config, state, c_params, inputs, keys, probe=probe)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
     grads = parallel.mean_tree(grads, config.axis_name)
     updates, opt_state = state.critic_tx.update(grads, state.critic_opt_state, state.critic_params)
@@ -291,9 +362,51 @@ def _critic_update(
     return state, metrics
 
 
+# The look-ahead draws from its own stream of the generator update's key, so runs without it
+# keep every random number they drew before it existed.
+_UNROLL_STREAM = 0x756E72
+
+
+def look_ahead_params(
+    config: StepConfig, state: GANState, real: PyTree, fake: PyTree, key: Array
+) -> PyTree:
+    """The critic's parameters ``config.unroll_steps`` of its updates ahead (Metz et al., 2017).
+
+    Each look-ahead update is the critic's own (``critic_objective`` on ``real`` and ``fake``,
+    then its optimizer), without the slope probe; ``fake`` is not stopped, so the result is
+    differentiable in the generator's parameters. The critic's model state is not advanced.
+
+    Args:
+      real: the real batch, through ``config.real_transform``.
+      fake: the generator's samples for this update.
+      key: the look-ahead's key; update ``k`` draws from ``fold_in(key, k)``.
+    """
+
+    def loss_fn(c_params, k):
+        keys, _, noise_key = _objective_keys(k)
+        inputs = _critic_batch(config, state, real, fake, (), None, k, noise_key)
+        return critic_objective(config, state, c_params, inputs, keys, probe=False)[0]
+
+    keys = [jax.random.fold_in(key, k) for k in range(config.unroll_steps)]
+    params, _ = unrolled.look_ahead(
+        loss_fn,
+        state.critic_tx,
+        state.critic_params,
+        state.critic_opt_state,
+        keys,
+        config.axis_name,
+    )
+    return params
+
+
 def _generator_update(
-    config: StepConfig, state: GANState, batch_size: int, key: Array
+    config: StepConfig,
+    state: GANState,
+    batch_size: int,
+    key: Array,
+    real: PyTree | None = None,
 ) -> tuple[GANState, Metrics]:
+    """One generator update; ``real``: the batch the look-ahead uses (``unroll_steps`` only)."""
     family = losses_lib.get_loss(config.loss)
     z_key, label_key, noise_key = jax.random.split(key, 3)
     z, codes = _latents(config, z_key, batch_size)
@@ -304,14 +417,17 @@ def _generator_update(
 
     def loss_fn(g_params):
         fake, g_state = _apply(state.generator, g_params, state.generator_state, (z, *labels), True)
+        critic_params = state.critic_params
+        if config.unroll_steps:
+            unroll_key = jax.random.fold_in(key, _UNROLL_STREAM)
+            critic_params = look_ahead_params(config, state, real, fake, unroll_key)
         fake = _augmented(config, state, fake, _augment_key(key))
         if config.instance_noise:
             std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
             fake = _with_instance_noise(fake, std, noise_key, config.axis_name)
+        fake = packing.pack_tree(fake, config.pack)
         # The critic's own statistics are left alone: this pass trains G only.
-        out, _ = _apply(
-            state.critic, state.critic_params, state.critic_state, (fake, *labels), True
-        )
+        out, _ = _apply(state.critic, critic_params, state.critic_state, (fake, *labels), True)
         scores, q = out if config.info else (out, None)
         loss, aux = family.generator(scores), {"g_state": g_state}
         if config.info is not None:
@@ -365,6 +481,7 @@ def train_step(
     config = _run_config(config, state)
     batches = {k: v for k, v in batches.items() if k == "x" or config.num_classes is not None}
     n_critic, batch_size = jax.tree.leaves(batches["x"])[0].shape[:2]
+    packing.check_pack(config.pack, batch_size)
     key = _step_key(state)
     critic_key, generator_key = jax.random.split(key)
     critic_keys = jax.random.split(critic_key, n_critic)
@@ -393,7 +510,9 @@ def train_step(
             name: jnp.concatenate([scanned[name], value[None]]) if name in scanned else value
             for name, value in final.items()
         }
-    state, generator_metrics = _generator_update(config, state, batch_size, generator_key)
+    # The look-ahead's real batch: the last critic update's, as the unrolled-GAN code reuses it.
+    real = _real_input(config, jax.tree.map(lambda a: a[-1], batches))
+    state, generator_metrics = _generator_update(config, state, batch_size, generator_key, real)
     metrics = {name: jnp.mean(value) for name, value in critic_metrics.items()}
     if config.augment:
         metrics["augment_probability"] = state.augment_probability

@@ -19,6 +19,8 @@ from gans.models.layers import (
     apply_layer,
     conv,
     copy_as,
+    minibatch_std,
+    statistics_axis,
 )
 
 IMAGE_SIZES = (8, 16, 32, 64)
@@ -153,8 +155,8 @@ class DCGANGenerator(nn.Module):
 class DCGANTrunk(nn.Module):
     """The DCGAN critic without its score layer: images [B, S, S, C] to features [B, F].
 
-    ``F = 4 * 4 * width * 2^(n - 1)`` for ``n = log2(S / 4)`` stride-2 stages: the flattened
-    4x4 map that the critic's final Dense reads. Conditional (projection) and InfoGAN critics
+    ``F = 4 * 4 * width * 2^(n - 1)`` for ``n = log2(S / 4)`` stride-2 stages (one channel
+    more with ``minibatch_std``): the flattened 4x4 map that the critic's final Dense reads. Conditional (projection) and InfoGAN critics
     put their own heads on it.
 
     Attributes:
@@ -168,6 +170,10 @@ class DCGANTrunk(nn.Module):
             convolution then 2x2 average pooling); never max pooling.
         conv_implementation: How the convolutions are computed (``layers.IMPLEMENTATIONS``;
             ``"auto"`` is the fastest on the backend). Parameters and outputs do not depend on it.
+        minibatch_std: Append the minibatch standard deviation (``layers.minibatch_std``) to
+            the last 4x4 map, as ProGAN does before its last block.
+        minibatch_std_group: Examples per group of that statistic (None: the whole batch, over
+            ``axis_name`` under pmap).
     """
 
     width: int = 64
@@ -177,6 +183,8 @@ class DCGANTrunk(nn.Module):
     spectral_norm: bool = False
     downsampling: str = "strided"
     conv_implementation: str = "auto"
+    minibatch_std: bool = False
+    minibatch_std_group: int | None = None
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
@@ -237,6 +245,8 @@ class DCGANTrunk(nn.Module):
             x = nn.leaky_relu(x, self.leaky_slope)
             if after_stage is not None:
                 x = after_stage(stage, x)
+        if self.minibatch_std:
+            x = minibatch_std(x, self.minibatch_std_group, statistics_axis(self))
         return jnp.reshape(x, (x.shape[0], -1))
 
     @nn.compact
@@ -270,6 +280,7 @@ class DCGANCritic(DCGANTrunk):
             convolution then 2x2 average pooling); never max pooling.
         conv_implementation: How the convolutions are computed (``layers.IMPLEMENTATIONS``;
             ``"auto"`` is the fastest on the backend). Parameters and outputs do not depend on it.
+        minibatch_std, minibatch_std_group: The minibatch standard deviation on the last map.
     """
 
     @nn.compact

@@ -68,6 +68,48 @@ def apply_layer(layer: nn.Module, x: jax.Array, *, spectral_norm: bool, train: b
     return nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION)(x, update_stats=train)
 
 
+def minibatch_std(
+    x: jax.Array, group_size: int | None = None, axis_name: str | None = None
+) -> jax.Array:
+    """``x`` with one more channel: the minibatch standard deviation (Karras et al., 2018).
+
+    For each group of ``group_size`` consecutive examples (``None``: the whole batch, which
+    under ``pmap`` with ``axis_name`` is the global batch, as BatchNorm's statistics are), the
+    standard deviation ``sqrt(mean_g((x - mean_g x)^2) + 1e-8)`` of every feature over the
+    group, averaged over the features (and positions) into one value, is appended to each of the
+    group's examples as a constant channel: ``[B, ..., C] -> [B, ..., C + 1]`` (ProGAN's layer,
+    ``num_channels=1``; a group larger than the batch shrinks to it, so under ``pmap`` keep
+    groups within one device's batch). A critic with it scores an example by its batch: score
+    real and fake
+    batches in separate passes, and its per-example input gradients (a penalty's norms) carry
+    terms through the other examples of the group.
+    """
+    batch = x.shape[0]
+    size = batch if group_size is None else min(group_size, batch)  # ProGAN's min(G, N).
+    if batch % size:
+        raise ValueError(
+            f"the minibatch standard deviation groups {size} examples, which does not divide "
+            f"the batch of {batch}; give a group size that divides the (per-device) batch."
+        )
+    grouped = x.reshape((batch // size, size) + x.shape[1:]).astype(jnp.float32)
+    mean = jnp.mean(grouped, axis=1, keepdims=True)
+    if group_size is None and axis_name is not None:
+        mean = lax.pmean(mean, axis_name)
+    variance = jnp.mean(jnp.square(grouped - mean), axis=1)
+    if group_size is None and axis_name is not None:
+        variance = lax.pmean(variance, axis_name)
+    std = jnp.sqrt(variance + 1e-8)
+    per_group = jnp.mean(std, axis=tuple(range(1, std.ndim)))  # [B / size]
+    channel = jnp.repeat(per_group, size).astype(x.dtype)
+    channel = jnp.broadcast_to(channel.reshape((batch,) + (1,) * (x.ndim - 1)), x.shape[:-1] + (1,))
+    return jnp.concatenate([x, channel], axis=-1)
+
+
+def statistics_axis(module: nn.Module) -> str | None:
+    """``module.axis_name``, except while initialising (outside ``pmap``, as BatchNorm does)."""
+    return None if module.is_initializing() else module.axis_name
+
+
 def copy_as(module: nn.Module, cls: type[nn.Module], name: str | None = None) -> nn.Module:
     """A new ``cls`` with ``module``'s values for every field ``cls`` declares.
 

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gans.models.layers import apply_layer, copy_as
+from gans.models.layers import apply_layer, copy_as, minibatch_std, statistics_axis
 
 
 def _hidden_layers(
@@ -66,19 +66,31 @@ class MLPTrunk(nn.Module):
         activation: Non-linearity after every hidden layer.
         kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
         spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
+        minibatch_std: Append the minibatch standard deviation (``layers.minibatch_std``) to
+            the input of the last hidden layer, so that layer sees the batch's diversity.
+        minibatch_std_group: Examples per group of that statistic (None: the whole batch).
+        axis_name: Device axis the whole-batch statistic is taken over (under pmap).
     """
 
     hidden: Sequence[int] = (512, 512, 512)
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
     spectral_norm: bool = False
+    minibatch_std: bool = False
+    minibatch_std_group: int | None = None
+    axis_name: str | None = None
 
     def _features(self, x: jax.Array, train: bool) -> jax.Array:
         """Flatten, then the hidden layers; called inside a compact method."""
         x = jnp.reshape(x, (x.shape[0], -1))
-        return _hidden_layers(
-            x, self.hidden, self.activation, self.kernel_init, self.spectral_norm, train
+        layers = lambda x, widths: _hidden_layers(
+            x, widths, self.activation, self.kernel_init, self.spectral_norm, train
         )
+        if not self.minibatch_std:
+            return layers(x, self.hidden)
+        x = layers(x, tuple(self.hidden)[:-1])
+        x = minibatch_std(x, self.minibatch_std_group, statistics_axis(self))
+        return layers(x, tuple(self.hidden)[-1:])
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -104,6 +116,8 @@ class MLPCritic(MLPTrunk):
         activation: Non-linearity after every hidden layer.
         kernel_init: Initializer of every Dense kernel (Flax's LeCun normal by default).
         spectral_norm: Spectral normalisation of every layer (Miyato et al., 2018).
+        minibatch_std, minibatch_std_group, axis_name: The minibatch standard deviation at the
+            last hidden layer's input (see ``MLPTrunk``).
     """
 
     @nn.compact
