@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 from absl import flags
 
@@ -32,7 +33,7 @@ def _dataset():
 
     options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
     if FLAGS.data_fraction != 1.0:
-        if FLAGS.dataset != "digits":
+        if FLAGS.dataset not in ("digits", "stacked_digits"):
             raise UserError(f"--data_fraction applies to the digits, not {FLAGS.dataset}.")
         options["fraction"] = FLAGS.data_fraction
     is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)
@@ -52,13 +53,15 @@ def _dataset():
 def _check_flags() -> None:
     # Bounds the library does not check, or checks only for the GANs (gans.runner.Run checks
     # --steps, --batch_size and --log_every, not VAERun); the rest are raised where they live.
-    positive = ("steps", "batch_size", "log_every", "z_dim", "width", "depth")
+    positive = ("steps", "batch_size", "log_every", "z_dim", "width", "depth", "pack")
     for name in (
         "flip_anneal_steps",
         "noise_anneal_steps",
         "warmup_critic_steps",
         "info_categories",
         "info_continuous",
+        "unroll_steps",
+        "minibatch_std_group",
     ):
         if FLAGS[name].value < 0:
             raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
@@ -120,9 +123,14 @@ def _models(dataset, penalty, axis_name=None):
             spectral_norm=FLAGS.generator_spectral_norm,
         )
         critic = models.MLPCritic(
-            hidden=(critic_width,) * FLAGS.depth, spectral_norm=FLAGS.spectral_norm
+            hidden=(critic_width,) * FLAGS.depth,
+            spectral_norm=FLAGS.spectral_norm,
+            axis_name=axis_name,
+            **_minibatch_std(),
         )
     elif kind == "resnet":
+        if FLAGS.minibatch_std:
+            raise UserError("--minibatch_std applies to --model=mlp and dcgan, not resnet.")
         if len(dataset.element_shape) != 3:
             raise UserError(f"--model=resnet needs image data; {FLAGS.dataset} is 2-D.")
         size, _, channels = dataset.element_shape
@@ -161,6 +169,13 @@ def _models(dataset, penalty, axis_name=None):
                 "--critic_norm=batch makes the gradient penalty batch-wide instead of per "
                 "example; use --critic_norm=layer (the WGAN-GP paper's drop-in) or none."
             )
+        if FLAGS.minibatch_std and kind != "dcgan":
+            raise UserError(f"--minibatch_std applies to --model=mlp and dcgan, not {kind}.")
+        if FLAGS.minibatch_std and norm == "batch":
+            raise UserError(
+                "--minibatch_std with --critic_norm=batch: both make a score depend on the "
+                "batch; give --critic_norm=layer or none."
+            )
         image_models = {
             "dcgan": (models.DCGANGenerator, models.DCGANCritic),
             "msg": (models.MSGGenerator, models.MSGCritic),
@@ -179,6 +194,7 @@ def _models(dataset, penalty, axis_name=None):
             spectral_norm=FLAGS.spectral_norm,
             downsampling=FLAGS.downsampling,
             axis_name=axis_name,
+            **(_minibatch_std() if kind == "dcgan" else {}),
         )
     if FLAGS.conditional:
         if dataset.num_classes is None:
@@ -194,6 +210,14 @@ def _models(dataset, penalty, axis_name=None):
             critic, num_categories=FLAGS.info_categories, num_continuous=FLAGS.info_continuous
         )
     return kind, generator, critic
+
+
+def _minibatch_std() -> dict[str, Any]:
+    """The critic's minibatch-std options from the flags (group 0: the whole batch)."""
+    return {
+        "minibatch_std": FLAGS.minibatch_std,
+        "minibatch_std_group": FLAGS.minibatch_std_group or None,
+    }
 
 
 def _num_devices() -> int:
@@ -310,6 +334,8 @@ def build_run():
             consistency_weight=FLAGS.consistency_weight,
             consistency_fake_weight=FLAGS.consistency_fake_weight,
             consistency_policy=_policy(FLAGS.consistency_augment),
+            pack=FLAGS.pack,
+            unroll_steps=FLAGS.unroll_steps,
         )
         optimizer = lambda lr, clip=None: train.make_optimizer(
             FLAGS.optimizer,

@@ -41,8 +41,8 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "dataset",
     "8gaussians",
-    "8gaussians, 25gaussians, swissroll, ring8, grid25, digits, mnist, fashion_mnist, cifar10, "
-    "celeb_a, or tfds:NAME for any TFDS image dataset (array_record files under --data_dir).",
+    "8gaussians, 25gaussians, swissroll, ring8, grid25, digits, stacked_digits (three digits, "
+    "one per channel: 1,000 modes), mnist, fashion_mnist, cifar10, celeb_a, or tfds:NAME for any TFDS image dataset (array_record files under --data_dir).",
 )
 flags.DEFINE_integer(
     "image_size",
@@ -164,6 +164,29 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "consistency_augment", "translation", "Transforms of consistency regularisation."
 )
+# Remedies for mode collapse, for every loss.
+flags.DEFINE_integer(
+    "pack",
+    1,
+    "PacGAN (Lin et al., 2018): the critic scores this many samples concatenated, real with "
+    "real and fake with fake (the paper: 2 to 4); 1: off.",
+)
+flags.DEFINE_integer(
+    "unroll_steps",
+    0,
+    "Unrolled GAN (Metz et al., 2017): the generator's loss is taken through this many "
+    "look-ahead critic updates (the paper: 5 to 10); 0: off.",
+)
+flags.DEFINE_bool(
+    "minibatch_std",
+    False,
+    "A minibatch standard deviation layer in the critic (Karras et al., 2018); MLP and DCGAN.",
+)
+flags.DEFINE_integer(
+    "minibatch_std_group",
+    4,
+    "Examples per group of the minibatch standard deviation (ProGAN: 4); 0: the whole batch.",
+)
 flags.DEFINE_integer(
     "warmup_critic_steps",
     0,
@@ -260,6 +283,10 @@ GAN_ONLY_FLAGS = (
     "consistency_weight",
     "consistency_fake_weight",
     "consistency_augment",
+    "pack",
+    "unroll_steps",
+    "minibatch_std",
+    "minibatch_std_group",
     "downsampling",
     "critic_norm",
     "critic_lr",
