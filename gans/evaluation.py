@@ -1,10 +1,11 @@
 """Sample quality of a run's generator, by the metrics its data allows.
 
 Digits: digits-FID, KID, precision and recall on the features of the framework's own digits
-classifier, class coverage, and the real-vs-real FID floor. Gaussian mixtures: modes captured,
-high-quality samples, reverse KL and the exact Wasserstein-1 distance to real samples (with
-its real-vs-real floor). Used by ``experiments.evaluate`` on checkpoints and by the training
-loop every ``Run.eval_every`` steps.
+classifier, class coverage, and the real-vs-real FID floor. Stacked digits: the modes covered
+of 1,000 and the KL of their histogram from uniform (``gans.metrics.stacked``). Gaussian
+mixtures: modes captured, high-quality samples, reverse KL and the exact Wasserstein-1 distance
+to real samples (with its real-vs-real floor). Used by ``experiments.evaluate`` on checkpoints
+and by the training loop every ``Run.eval_every`` steps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import jax
 import numpy as np
 
 from gans import sampling
-from gans.metrics import digits_classifier, frechet, manifold, mixture, scores, transport
+from gans.metrics import (
+    digits_classifier,
+    frechet,
+    manifold,
+    mixture,
+    scores,
+    stacked,
+    transport,
+)
 
 
 def _real(dataset, num: int, seed: int, index: int) -> np.ndarray:
@@ -31,7 +40,7 @@ def _real_vs_real(dataset, num: int, seed: int) -> float:
 
 def supported(dataset) -> bool:
     """Whether ``sample_quality`` has metrics for ``dataset`` without Inception weights."""
-    return dataset.mixture is not None or dataset.name == "digits"
+    return dataset.mixture is not None or dataset.name in ("digits", "stacked_digits")
 
 
 def sample_quality(
@@ -49,8 +58,9 @@ def sample_quality(
       run: the ``runner.Run`` that trained ``state``.
       state: one run's ``GANState``.
       key: the samples' randomness (default: derived from the seed).
-      num: samples to score (default: 360 for digits, the held-out split's size; for
-        mixtures the run's ``num_samples``, 2,500 by default as in PacGAN; 10,000 otherwise).
+      num: samples to score (default: 360 for digits, the held-out split's size; 26,000 for
+        stacked digits, as in VEEGAN and PacGAN; for mixtures the run's ``num_samples``, 2,500
+        by default as in PacGAN; 10,000 otherwise).
       inception: a ``gans.metrics.inception.InceptionExtractor`` for other image datasets:
         FID, KID, precision and recall on its pool features and the Inception score, beside
         the FID of two real sets of the same size.
@@ -77,6 +87,12 @@ def sample_quality(
         result = digits_classifier.digits_sample_quality(samples)
         result["fid_real_vs_real"] = digits_classifier.digits_fid_floor(dataset.element_shape[0])
         return result
+    if dataset.name == "stacked_digits":
+        num = num or stacked.NUM_SAMPLES
+        samples, _ = sampling.draw_samples(run.step, state, num, key)
+        classifier = digits_classifier.load_digits_classifier(dataset.element_shape[0])
+        result = stacked.stacked_mode_scores(samples, classifier)
+        return {"modes": result["modes"], "kl": result["kl"]}
     if inception is not None and len(dataset.element_shape) == 3:
         num = num or 10_000
         samples, _ = sampling.draw_samples(run.step, state, num, key)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import jax
 import numpy as np
 
-from gans.data import toy
+from gans.data import stacked, toy
 from gans.data.digits import IMAGE_SIZES, load_digits
 from gans.data.toy import (
     GaussianMixture,
@@ -37,7 +37,8 @@ class Dataset(abc.ABC):
 
     Attributes:
       name: Registry name.
-      element_shape: Shape of one example: (2,) for toy sets, (S, S, 1) for digits.
+      element_shape: Shape of one example: (2,) for toy sets, (S, S, 1) for digits, (S, S, 3)
+        for stacked digits.
       num_classes: Number of labels, or None for unlabelled data.
       mixture: The Gaussian mixture behind a toy set, for mode-coverage metrics; else None.
     """
@@ -167,8 +168,6 @@ class DigitsDataset(Dataset):
         self.images, self.labels = images[kept], labels[kept]
         self.element_shape = self.images.shape[1:]
 
-
-
     def batch(
         self, index: int, batch_size: int, seed: int, group: int = 1
     ) -> dict[str, np.ndarray]:
@@ -177,6 +176,40 @@ class DigitsDataset(Dataset):
         return {
             "x": self.images[taken].reshape((group, batch_size) + self.element_shape),
             "y": self.labels[taken].reshape(group, batch_size),
+        }
+
+
+class StackedDigitsDataset(Dataset):
+    """Three digits drawn independently per example, one per channel: 1,000 modes.
+
+    Each example is ``[S, S, 3]`` in [-1, 1], channel ``c`` one of the digits (as
+    `DigitsDataset` gives them), and its label ``"y"`` is the mode ``100 d0 + 10 d1 + d2``. Item
+    ``index`` is one draw of ``group * batch_size`` stacks, a pure function of ``(seed, index)``
+    (``gans.data.stacked.stack_indices``): resumed or read on any host, it is the same item.
+
+    With ``fraction < 1`` the channels draw from ``digits_subset(fraction)`` only.
+    """
+
+    name = "stacked_digits"
+    num_classes = stacked.NUM_MODES
+
+    def __init__(self, image_size: int = 8, fraction: float = 1.0):
+        images, labels = load_digits(image_size)
+        kept = digits_subset(fraction, labels)
+        # Not ``images`` and ``labels``: those name one-channel examples of the data set itself
+        # (InfoGAN's code purity matches samples against them).
+        self.digit_images, self.digit_labels = images[kept], labels[kept]
+        self.element_shape = self.digit_images.shape[1:3] + (stacked.NUM_CHANNELS,)
+
+    def batch(
+        self, index: int, batch_size: int, seed: int, group: int = 1
+    ) -> dict[str, np.ndarray]:
+        _check_request(index, batch_size, seed, group)
+        taken = stacked.stack_indices(seed, index, group * batch_size, len(self.digit_images))
+        x, y = stacked.stack(self.digit_images, self.digit_labels, taken)
+        return {
+            "x": x.reshape((group, batch_size) + self.element_shape),
+            "y": y.reshape(group, batch_size),
         }
 
 
@@ -249,6 +282,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "ring8": lambda **options: ToyDataset("ring8", toy.ring(num_modes=8, **options)),
     "grid25": lambda **options: ToyDataset("grid25", toy.grid(side=5, **options)),
     "digits": DigitsDataset,
+    "stacked_digits": StackedDigitsDataset,
 }
 
 TFDS_PREFIX = "tfds:"  # "tfds:svhn_cropped" names any TFDS image dataset.
@@ -297,12 +331,13 @@ __all__ = [
     "Dataset",
     "DigitsDataset",
     "GaussianMixture",
+    "StackedDigitsDataset",
     "SwissRoll",
     "ToyDataset",
+    "digits_subset",
     "eight_gaussians",
     "get_dataset",
     "grid",
-    "digits_subset",
     "item_indices",
     "load_digits",
     "prefetch",

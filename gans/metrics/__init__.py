@@ -21,6 +21,8 @@ _EXPORTS = {
     "load_inception_variables": "inception",
     "precision_recall": "manifold",
     "mode_coverage": "mixture",
+    "stacked_accuracy_bound": "stacked",
+    "stacked_mode_scores": "stacked",
     "class_coverage": "scores",
     "inception_score": "scores",
     "wasserstein_1": "transport",

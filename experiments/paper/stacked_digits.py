@@ -1,0 +1,548 @@
+"""Stacked digits, the 1,000-mode benchmark of the mode-collapse papers, offline.
+
+    python -m experiments.paper.stacked_digits \
+        --flagfile=experiments/flags/paper_stacked_digits.cfg --workdir=runs/stacked_digits
+
+Stacked MNIST (Metz et al., 2017, unrolled GAN; Srivastava et al., 2017, VEEGAN, Table 2;
+Lin et al., 2018, PacGAN, Tables 2-3) stacks three independently drawn MNIST digits as the
+colour channels of one image, so the data have 1,000 modes; a generator is scored on 26,000
+samples by classifying each channel with a pretrained digit classifier: the modes it covers (one
+sample is enough, as PacGAN's released code counts them) and KL(p_hat || uniform over 1,000).
+Here the digits are sklearn's 1,797 8x8 ones (``gans.data.StackedDigitsDataset``, registered as
+``stacked_digits``) and the classifier is the framework's (``gans.metrics.stacked``), so the
+whole study runs offline on a CPU.
+
+Rows (``ROWS``): NS-GAN with the DCGAN (VEEGAN's and PacGAN's baseline), WGAN-GP (lambda 10,
+n_critic 5, Adam 1e-4, beta1 0, beta2 0.9 as in Gulrajani et al., 2017), PacGAN's packing of 2
+samples (PacDCGAN2) and the unrolled GAN with 5 look-ahead critic steps, 3 seeds each, every row
+one vmapped program (``gans.runner``). The DCGAN at 8x8 has one stride-2 stage in each player
+(PacGAN's at 28x28: four). Each finished row rewrites the table (``--table``) beside the
+published Stacked-MNIST rows; re-running the command keeps finished rows and resumes unfinished
+ones from their checkpoints; ``--redraw`` rewrites the table from the records alone.
+
+Departures from the VEEGAN setting of PacGAN's code (``stacked_MNIST_experiments/
+VEEGAN_experiment/config.py``: batch 64, Adam 2e-4 with beta1 0.5, z of 100 dims, 50 epochs of
+a fixed set of 128,000 stacks, i.e. 100,000 steps, 26,000 samples): 8x8 digits, not 28x28
+MNIST; a fresh stack for every example (of 1,797^3), not a fixed 128,000; and far fewer steps,
+so that the study fits a CPU (the flagfile's header says how many and how long).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from experiments import cli
+
+DATASET = "stacked_digits"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the table: a game, its optimizer and the mode-collapse remedy it adds.
+
+    Attributes:
+      label: the name printed in the table.
+      loss: a name in ``gans.losses.LOSSES``.
+      penalty: a name in ``gans.penalties.PENALTIES``, or None.
+      penalty_options: the penalty's keyword options.
+      n_critic: critic updates per generator update.
+      optimizer: ``dcgan`` (Adam at ``--dcgan_lr``, beta1 0.5, beta2 0.999) or ``wgan_gp``
+        (Adam at ``--wgan_gp_lr``, beta1 0, beta2 0.9).
+      critic_norm: the DCGAN critic's normalisation (``batch`` for the DCGAN, ``none`` under a
+        gradient penalty, whose norms must stay per example).
+      pack: PacGAN's packing, ``StepConfig.pack`` (1: off).
+      unroll_steps: the unrolled GAN's look-ahead, ``StepConfig.unroll_steps`` (0: off).
+    """
+
+    label: str
+    loss: str
+    penalty: str | None = None
+    penalty_options: tuple[tuple[str, Any], ...] = ()
+    n_critic: int = 1
+    optimizer: str = "dcgan"
+    critic_norm: str = "batch"
+    pack: int = 1
+    unroll_steps: int = 0
+
+    def step_options(self) -> dict[str, int]:
+        """The ``StepConfig`` fields this row sets away from their defaults."""
+        options = {"pack": self.pack} if self.pack != 1 else {}
+        return options | ({"unroll_steps": self.unroll_steps} if self.unroll_steps else {})
+
+
+ROWS: dict[str, Row] = {
+    "ns_gan": Row("NS-GAN (DCGAN)", "non_saturating"),
+    "wgan_gp": Row(
+        "WGAN-GP (lambda 10, n_critic 5)",
+        "wasserstein",
+        penalty="gradient_penalty",
+        penalty_options=(("weight", 10.0),),
+        n_critic=5,
+        optimizer="wgan_gp",
+        critic_norm="none",
+    ),
+    "pacgan2": Row("PacGAN2 (NS-GAN, pack 2)", "non_saturating", pack=2),
+    "unrolled5": Row("Unrolled NS-GAN (5 steps)", "non_saturating", unroll_steps=5),
+}
+
+# Published Stacked-MNIST rows, as printed: (source, setting, model, modes of 1,000, KL).
+# VEEGAN T2: Srivastava et al. (2017), Table 2, 26,000 samples, averaged over five runs; read
+# from the table image of the paper's page (github akashgit/VEEGAN, tab.png, and index.md).
+# PacGAN T2 and T3: Lin et al. (2018, arXiv:1712.04086), Tables 2 and 3, read from the images
+# in the released code (github fjxmlzn/PacGAN, stacked_MNIST_experiments/results/Table2.png and
+# Table3.png); their ± is the standard error over 10 (T2) and 50 (T3) trials. T2 repeats
+# VEEGAN's four rows; T3's DCGAN and unrolled-GAN rows are cited there to [38] and [33] (the DCGAN
+# and unrolled-GAN papers). T3's setting is the unrolled-GAN paper's, with a discriminator 1/4 or
+# 1/2 the size of the generator.
+PUBLISHED: tuple[tuple[str, str, str, str, str], ...] = (
+    ("VEEGAN T2", "DCGAN, 28x28", "DCGAN", "99", "3.4"),
+    ("VEEGAN T2", "DCGAN, 28x28", "ALI", "16", "5.4"),
+    ("VEEGAN T2", "DCGAN, 28x28", "Unrolled GAN", "48.7", "4.32"),
+    ("VEEGAN T2", "DCGAN, 28x28", "VEEGAN", "150", "2.95"),
+    ("PacGAN T2", "VEEGAN's", "DCGAN (their implementation)", "78.9 ± 6.46", "4.50 ± 0.127"),
+    ("PacGAN T2", "VEEGAN's", "PacDCGAN2", "1000.0 ± 0.00", "0.06 ± 0.003"),
+    ("PacGAN T3", "D 1/4 of G", "DCGAN [38]", "30.6 ± 20.73", "5.99 ± 0.42"),
+    ("PacGAN T3", "D 1/4 of G", "Unrolled GAN, 5 steps [33]", "236.4 ± 63.30", "4.67 ± 0.43"),
+    ("PacGAN T3", "D 1/4 of G", "PacDCGAN2", "484.5 ± 32.99", "2.61 ± 0.22"),
+    ("PacGAN T3", "D 1/2 of G", "DCGAN [38]", "628.0 ± 140.9", "2.58 ± 0.75"),
+    ("PacGAN T3", "D 1/2 of G", "Unrolled GAN, 5 steps [33]", "732.0 ± 44.98", "1.66 ± 0.09"),
+    ("PacGAN T3", "D 1/2 of G", "PacDCGAN2", "840.7 ± 15.92", "1.00 ± 0.05"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every row shares; the defaults are PacGAN's VEEGAN setting where it has one.
+
+    Attributes:
+      steps: generator updates (that setting: 50 epochs of 128,000 stacks at batch 64).
+      seeds: runs with seeds 0 .. seeds - 1, trained as one vmapped program per row.
+      batch_size: examples per critic and generator update.
+      z_dim: size of the latent ``z ~ N(0, I)``.
+      width: the DCGAN's channels (generator's 4x4 stage, critic's first convolution).
+      dcgan_lr: Adam's rate, both players, of the DCGAN rows.
+      wgan_gp_lr: Adam's rate, both players, of WGAN-GP.
+      num_samples: samples scored per seed.
+      log_every: steps between progress lines.
+      checkpoint_every: steps between checkpoints (re-running resumes); 0: the last only.
+    """
+
+    steps: int = 100_000
+    seeds: int = 3
+    batch_size: int = 64
+    z_dim: int = 100
+    width: int = 64
+    dcgan_lr: float = 2e-4
+    wgan_gp_lr: float = 1e-4
+    num_samples: int = 26_000
+    log_every: int = 500
+    checkpoint_every: int = 5000
+
+    def __post_init__(self):
+        for name in ("steps", "seeds", "batch_size", "z_dim", "width", "num_samples", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("dcgan_lr", "wgan_gp_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint_every must be >= 0, got {self.checkpoint_every}.")
+
+
+def check_rows(names: Sequence[str]) -> None:
+    """Raises ValueError naming the known rows for an unknown one, or for none at all."""
+    for name in names:
+        if name not in ROWS:
+            raise ValueError(f"unknown row {name!r}; known rows: {', '.join(ROWS)}.")
+    if not names:
+        raise ValueError(f"give at least one row of: {', '.join(ROWS)}.")
+
+
+def _step_fields() -> set[str]:
+    from gans import train
+
+    return {field.name for field in dataclasses.fields(train.StepConfig)}
+
+
+def check_buildable(names: Sequence[str]) -> None:
+    """Raises ValueError for a row whose remedy ``gans.train.StepConfig`` does not offer yet."""
+    check_rows(names)
+    fields = _step_fields()
+    for name in names:
+        missing = [option for option in ROWS[name].step_options() if option not in fields]
+        if missing:
+            ready = [n for n in ROWS if all(o in fields for o in ROWS[n].step_options())]
+            raise ValueError(
+                f"row {name!r} needs StepConfig.{missing[0]}, which this version of "
+                f"gans.step_config lacks; run the rows {', '.join(ready)}."
+            )
+
+
+def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0):
+    """The ``gans.runner.Run`` of one row.
+
+    Args:
+      name: a key of ``ROWS``.
+      settings: the shared settings.
+      seed: the first run's seed.
+      num_runs: runs trained together (0: ``settings.seeds``).
+    """
+    from gans import data, models, penalties, runner, train
+
+    check_buildable([name])
+    row = ROWS[name]
+    dataset = data.get_dataset(DATASET)
+    size, _, channels = dataset.element_shape
+    generator = models.DCGANGenerator(image_size=size, channels=channels, width=settings.width)
+    critic = models.DCGANCritic(width=settings.width, normalization=row.critic_norm)
+    if row.optimizer == "dcgan":
+        lr, b1, b2 = settings.dcgan_lr, 0.5, 0.999
+    else:
+        lr, b1, b2 = settings.wgan_gp_lr, 0.0, 0.9
+    penalty = None
+    if row.penalty is not None:
+        penalty = penalties.make_penalty(row.penalty, **dict(row.penalty_options))
+    return runner.Run(
+        dataset=dataset,
+        generator=generator,
+        critic=critic,
+        generator_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2),
+        critic_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2),
+        step=train.StepConfig(
+            loss=row.loss, z_dim=settings.z_dim, penalty=penalty, **row.step_options()
+        ),
+        n_critic=row.n_critic,
+        batch_size=settings.batch_size,
+        steps=settings.steps,
+        seed=seed,
+        log_every=settings.log_every,
+        num_runs=num_runs or settings.seeds,
+        checkpoint_every=settings.checkpoint_every,
+    )
+
+
+def score(run, workdir: str | pathlib.Path, num_samples: int) -> list[dict[str, float]]:
+    """Each run's modes and KL on ``num_samples`` samples of its last checkpoint.
+
+    The samples are those ``gans.evaluation.sample_quality`` draws (latents from the run's
+    seed), so ``--eval_every`` during training logs the same numbers.
+    """
+    from gans import evaluation, runner
+
+    states, _ = runner.restore(run, workdir)
+    return [
+        evaluation.sample_quality(run, state, num=num_samples, seed=seed)
+        for state, seed in zip(states, run.seeds())
+    ]
+
+
+def accuracy_bound(num_samples: int) -> dict[str, float]:
+    """``gans.metrics.stacked.stacked_accuracy_bound`` of the 8x8 classifier, on ``num_samples``."""
+    from gans.metrics import digits_classifier, stacked
+
+    classifier = digits_classifier.load_digits_classifier(8)
+    return {"num_samples": num_samples, **stacked.stacked_accuracy_bound(classifier, num_samples)}
+
+
+def train_row(name: str, settings: Settings, workdir: pathlib.Path, log=print) -> dict[str, Any]:
+    """Trains (or resumes) one row's program and scores it; returns its record."""
+    from gans import runner
+
+    run = build_run(name, settings)
+    directory = workdir / name
+    # Scoring is not training: another --num_samples rescores the finished runs.
+    config = {"row": name, **dataclasses.asdict(settings)}
+    del config["num_samples"]
+    rates = []
+
+    def progress(p: runner.Progress) -> None:
+        if p.steps_per_second > 0:
+            rates.append(1.0 / p.steps_per_second)
+        rate = f"{1000 * rates[-1]:.0f} ms/step" if p.steps_per_second > 0 else "compiling"
+        eta = f"{p.eta_seconds / 60:.1f} min" if math.isfinite(p.eta_seconds) else "?"
+        log(f"  {name}: step {p.step}/{p.steps}, {rate}, ETA {eta}")
+
+    start = time.perf_counter()
+    runner.train_and_evaluate(run, directory, config=config, on_progress=progress)
+    trained = time.perf_counter()
+    runs = score(run, directory, settings.num_samples)
+    return {
+        "row": name,
+        "settings": dataclasses.asdict(settings),
+        "seeds": list(run.seeds()),
+        # The rate of the last logging interval: compiling and resuming excluded.
+        "seconds_per_step": rates[-1] if rates else None,
+        "train_seconds": trained - start,
+        "score_seconds": time.perf_counter() - trained,
+        "runs": runs,
+    }
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def table_lines(records: dict[str, dict[str, Any]], bound: dict[str, float]) -> list[str]:
+    """Markdown rows: ours (mean ± std [95 % interval] over seeds), real data, the published."""
+    from gans import statistics as seed_statistics
+
+    lines = [
+        "| source | setting | model | modes (of 1,000) | KL | modes per seed | s/step | wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, record in records.items():
+        runs, settings = record["runs"], record["settings"]
+        modes = seed_statistics.summarize([r["modes"] for r in runs]).format()
+        kl = seed_statistics.summarize([r["kl"] for r in runs]).format(digits=2)
+        per_seed = ", ".join(str(int(r["modes"])) for r in runs)
+        wall = (record["train_seconds"] + record["score_seconds"]) / 60
+        lines.append(
+            f"| ours, {settings['steps']:,} steps, {len(runs)} seeds | DCGAN, 8x8 digits "
+            f"| {ROWS[name].label} | {modes} | {kl} | {per_seed} "
+            f"| {_seconds(record['seconds_per_step'])} | {wall:.1f} min |"
+        )
+    lines.append(
+        f"| real stacks of held-out digits | {bound['num_samples']:,} samples | data "
+        f"| {bound['real_modes']} | {bound['real_kl']:.3f} | | | |"
+    )
+    for source, setting, model, modes, kl in PUBLISHED:
+        lines.append(f"| {source} | {setting} | {model} | {modes} | {kl} | | | |")
+    return lines
+
+
+def departures(settings: Settings) -> list[str]:
+    """How ``settings`` depart from PacGAN's VEEGAN setting (100,000 steps, batch 64...)."""
+    protocol = Settings()
+    changes = []
+    for name, what in (
+        ("steps", "generator steps"),
+        ("batch_size", "examples per batch"),
+        ("num_samples", "samples scored per seed"),
+        ("z_dim", "latent dimensions"),
+    ):
+        value, published = getattr(settings, name), getattr(protocol, name)
+        if value != published:
+            changes.append(f"{value:,} {what}, not {published:,}")
+    if settings.dcgan_lr != protocol.dcgan_lr:
+        changes.append(f"the DCGAN rows' Adam rate {settings.dcgan_lr:g}, not 0.0002")
+    return changes
+
+
+def write_table(
+    records: dict[str, dict[str, Any]],
+    bound: dict[str, float],
+    path: pathlib.Path,
+    settings: Settings,
+    command: str,
+) -> None:
+    """Writes the markdown table of every finished record."""
+    total = sum(r["train_seconds"] + r["score_seconds"] for r in records.values()) / 60
+    lines = [
+        "# Stacked digits: modes of 1,000 and KL (the VEEGAN / PacGAN Stacked-MNIST protocol)",
+        "",
+        f"Generated by `{command}` ({total:.1f} min of training and scoring for the rows below).",
+        "",
+        *[f"- **Not the protocol: {change}.**" for change in departures(settings)],
+        (
+            "- Data: three of sklearn's 1,797 8x8 digits drawn independently per example, one per "
+            "channel (`stacked_digits`), not 28x28 MNIST; a fresh stack per example, not a fixed "
+            "128,000. DCGAN with one stride-2 stage per player, width "
+            f"{settings.width}, z of {settings.z_dim}, batch {settings.batch_size}; Adam "
+            f"{settings.dcgan_lr:g} (beta1 0.5), WGAN-GP Adam {settings.wgan_gp_lr:g} (0, 0.9)."
+        ),
+        (
+            f"- Scored on {settings.num_samples:,} samples per seed: each channel read by the "
+            "digits classifier; a mode is covered with >= 1 sample; KL(p_hat || uniform) in nats "
+            "over the non-empty bins (PacGAN's code). Ours: mean ± std (ddof 1) over seeds "
+            "[bootstrap 95 % interval of the mean, `gans.statistics`]; s/step: seconds per "
+            "generator step of the whole vmapped program, on this machine. Published: as "
+            "printed (PacGAN's ± is a standard error)."
+        ),
+        (
+            f"- What the count can mean: the classifier reads {100 * bound['digit_accuracy']:.1f}"
+            " % of the held-out digits right, so all three channels of a stack would be right "
+            f"{100 * bound['independent_stack_accuracy']:.1f} % of the time were its errors "
+            f"independent; on real stacks of held-out digits it is "
+            f"{100 * bound['stack_accuracy']:.1f} %. Those real stacks score "
+            f"{bound['real_modes']} modes and KL {bound['real_kl']:.3f} (the data's own KL, from "
+            f"the digits' unequal class counts, is {bound['data_kl']:.4f}): no generator can be "
+            "expected to do better."
+        ),
+        "",
+        *table_lines(records, bound),
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("\n".join(lines))
+    temporary.replace(path)
+
+
+RESULTS_FILE = "results.json"
+
+
+def _read_results(workdir: pathlib.Path) -> dict[str, Any]:
+    path = workdir / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"bound": None, "rows": {}}
+
+
+def _write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:
+    from gans import workdir as workdir_lib
+
+    workdir_lib.write_atomically(workdir / RESULTS_FILE, json.dumps(results, indent=1))
+
+
+def run_table(
+    names: Sequence[str],
+    settings: Settings,
+    *,
+    workdir: str | pathlib.Path,
+    table: str | pathlib.Path,
+    command: str = "python -m experiments.paper.stacked_digits",
+    log=print,
+) -> dict[str, dict[str, Any]]:
+    """Trains every row not finished with these settings, rewriting the table after each.
+
+    Records go to ``workdir/results.json``; returns them by row.
+    """
+    check_buildable(names)
+    workdir, table = pathlib.Path(workdir), pathlib.Path(table)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = _read_results(workdir)
+    if results["bound"] is None or results["bound"]["num_samples"] != settings.num_samples:
+        results["bound"] = accuracy_bound(settings.num_samples)
+    current = dataclasses.asdict(settings)
+    earlier = results["rows"]
+    # Rows finished under other settings are dropped: their runs would not match the table.
+    results["rows"] = {n: r for n, r in earlier.items() if r["settings"] == current}
+    for name in names:
+        if name in results["rows"]:
+            log(f"{name}: finished earlier, kept")
+            continue
+        log(f"training {name}: {settings.seeds} seeds, {settings.steps} steps")
+        record = train_row(name, settings, workdir, log)
+        if record["seconds_per_step"] is None and name in earlier:
+            # Only rescored (another --num_samples): the runs and their timing are the old ones.
+            record["seconds_per_step"] = earlier[name]["seconds_per_step"]
+            record["train_seconds"] = earlier[name]["train_seconds"]
+        results["rows"][name] = record
+        _write_results(workdir, results)
+        shown = {n: results["rows"][n] for n in names if n in results["rows"]}
+        write_table(shown, results["bound"], table, settings, command)
+        log(
+            f"done {name} in {(record['train_seconds'] + record['score_seconds']) / 60:.1f} min:"
+            f" modes {[r['modes'] for r in record['runs']]}, "
+            f"KL {[round(r['kl'], 2) for r in record['runs']]}"
+        )
+    shown = {n: results["rows"][n] for n in names if n in results["rows"]}
+    _write_results(workdir, results)
+    write_table(shown, results["bound"], table, settings, command)
+    return shown
+
+
+def redraw(
+    names: Sequence[str],
+    settings: Settings,
+    *,
+    workdir: str | pathlib.Path,
+    table: str | pathlib.Path,
+    command: str,
+) -> dict[str, dict[str, Any]]:
+    """Rewrites the table of the rows ``names`` from ``workdir``'s records, training nothing."""
+    check_rows(names)
+    workdir = pathlib.Path(workdir)
+    if not (workdir / RESULTS_FILE).is_file():
+        raise ValueError(
+            f"{workdir / RESULTS_FILE} does not exist; train first (without --redraw)."
+        )
+    results = _read_results(workdir)
+    shown = {n: results["rows"][n] for n in names if n in results["rows"]}
+    write_table(shown, results["bound"], pathlib.Path(table), settings, command)
+    return shown
+
+
+def _define_flags() -> None:
+    # Defined when run as a program, not on import, so that tests and other modules can import
+    # these functions without adding global flags (``--steps``...) that could clash with theirs.
+    from absl import flags
+
+    defaults = Settings()
+    flags.DEFINE_string("workdir", None, "Directory for the runs (one per row) and results.json.")
+    flags.DEFINE_list("rows", list(ROWS), f"Rows, from: {', '.join(ROWS)}.")
+    flags.DEFINE_integer("steps", defaults.steps, "Generator updates (PacGAN's code: 100,000).")
+    flags.DEFINE_integer("seeds", defaults.seeds, "Seeds 0 .. seeds - 1, one vmapped program.")
+    flags.DEFINE_integer("batch_size", defaults.batch_size, "Examples per update.")
+    flags.DEFINE_integer("z_dim", defaults.z_dim, "Latent dimensions.")
+    flags.DEFINE_integer("width", defaults.width, "The DCGAN's channels.")
+    flags.DEFINE_float("dcgan_lr", defaults.dcgan_lr, "Adam's rate of the DCGAN rows.")
+    flags.DEFINE_float("wgan_gp_lr", defaults.wgan_gp_lr, "Adam's rate of WGAN-GP.")
+    flags.DEFINE_integer("num_samples", defaults.num_samples, "Samples scored per seed.")
+    flags.DEFINE_integer("log_every", defaults.log_every, "Steps between progress lines.")
+    flags.DEFINE_integer(
+        "checkpoint_every", defaults.checkpoint_every, "Steps between checkpoints (0: last only)."
+    )
+    flags.DEFINE_string(
+        "table", "experiments/results/paper_stacked_digits.md", "The markdown table to write."
+    )
+    flags.DEFINE_bool(
+        "redraw", False, "Only rewrite the table from --workdir's results (same flags otherwise)."
+    )
+    flags.mark_flag_as_required("workdir")
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import flags, logging
+
+    FLAGS = flags.FLAGS
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
+    cli.check_command_line(argv)
+    try:
+        check_rows(FLAGS.rows)
+        settings = Settings(
+            **{field.name: FLAGS[field.name].value for field in dataclasses.fields(Settings)}
+        )
+    except ValueError as e:
+        cli.fail(str(e))
+    # The training command; a redraw shows the command whose results it draws.
+    given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
+    command = "python -m experiments.paper.stacked_digits " + " ".join(given)
+    from gans import runner
+
+    start = time.perf_counter()
+    try:
+        if FLAGS.redraw:
+            redraw(FLAGS.rows, settings, workdir=FLAGS.workdir, table=FLAGS.table, command=command)
+            print(f"table: {FLAGS.table}")
+            return
+        run_table(
+            FLAGS.rows,
+            settings,
+            workdir=FLAGS.workdir,
+            table=FLAGS.table,
+            command=command,
+            log=lambda line: print(line, flush=True),
+        )
+    except ValueError as e:  # Resume errors (another run's workdir) are ValueErrors too.
+        cli.fail(str(e))
+    except runner.NonFiniteError as e:
+        cli.fail(f"training diverged: {e}")
+    except runner.Interrupted as e:
+        # The rows finished so far are in results.json; the same command resumes the rest.
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(128 + e.signal_number)
+    print(f"all done in {(time.perf_counter() - start) / 60:.1f} min; table: {FLAGS.table}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
