@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.paper import mode_coverage
+from experiments.paper import mode_coverage, mode_coverage_report
 from gans import runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -53,18 +53,19 @@ def _ours(table: pathlib.Path) -> list[str]:
     return [line for line in table.read_text().splitlines() if line.startswith("| ours")]
 
 
-def _redraw_from_the_command_line(workdir: pathlib.Path, out: pathlib.Path, *flags: str):
+def _redraw_from_the_command_line(results: pathlib.Path, out: pathlib.Path, *flags: str):
     xla = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla)
     command = [
         sys.executable,
         "-m",
         "experiments.paper.mode_coverage",
-        f"--workdir={workdir}",
+        *flags,  # First: a flagfile's outputs are overridden by the ones below.
+        f"--workdir={out / 'runs'}",
+        f"--results={results}",
         f"--table={out / 'table.md'}",
         f"--picture={out / 'picture.png'}",
         "--redraw",
-        *flags,
     ]
     return subprocess.run(
         command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -74,15 +75,14 @@ def _redraw_from_the_command_line(workdir: pathlib.Path, out: pathlib.Path, *fla
 # One test for the costly part: under pytest-xdist a shared fixture would train once per worker.
 def test_end_to_end_and_seed_k_of_the_vmapped_program_is_the_single_run_of_seed_k(tmp_path):
     # The whole table on tiny settings: DRAGAN on ring-8, 2 seeds as one vmapped program.
-    mode_coverage.run_table(
-        ["dragan"],
-        ["ring8"],
-        TINY,
-        workdir=tmp_path / "runs",
-        table=tmp_path / "table.md",
-        picture=tmp_path / "picture.png",
-        log=lambda line: None,
-    )
+    results = tmp_path / "results.json"
+    outputs = {
+        "workdir": tmp_path / "runs",
+        "results": results,
+        "table": tmp_path / "table.md",
+        "picture": tmp_path / "picture.png",
+    }
+    mode_coverage.run_table(["dragan"], ["ring8"], TINY, log=lambda line: None, **outputs)
     text = (tmp_path / "table.md").read_text()
     assert f"- **Not the protocol: {TINY.steps} generator steps, not 25,000.**" in text
     assert "- **Not the protocol: batch 16, not 512.**" in text
@@ -91,22 +91,32 @@ def test_end_to_end_and_seed_k_of_the_vmapped_program_is_the_single_run_of_seed_
     assert f"{TINY.steps} steps, 2 seeds" in ours[0]
     assert "| VEEGAN T1 | Unrolled GAN | 7.6 |" in text and "| GDPP T1 | WGAN-GP | 6.8 |" in text
     assert "grid25" not in text  # Only the dataset asked for.
-    records = json.loads((tmp_path / "runs" / "results.json").read_text())
+    records = json.loads(results.read_text())
     assert [r["seeds"] for r in records] == [[0, 1]]
+    assert records[0]["protocol"] == mode_coverage.protocol(TINY)
+    # A second call keeps the recorded pair instead of training it again.
+    lines = []
+    mode_coverage.run_table(["dragan"], ["ring8"], TINY, log=lines.append, **outputs)
+    assert lines == [f"kept dragan on ring8 from {results}"]
+    assert json.loads(results.read_text()) == records
     assert all(0 <= r["modes"] <= r["modes_any"] <= 8 for r in records[0]["runs"])
     assert (tmp_path / "picture.png").stat().st_size > 1000
 
-    # The program reads its flagfile and redraws the table from the records, training nothing.
-    flagfile = ROOT / "experiments" / "flags" / "paper_mode_coverage.cfg"
+    # The program reads a flagfile and redraws the table from the records, training nothing;
+    # the command line's settings (TINY's) pick the records.
+    flagfile = ROOT / "experiments" / "flags" / "paper_mode_coverage_quick.cfg"
     redrawn = tmp_path / "redrawn"
-    result = _redraw_from_the_command_line(tmp_path / "runs", redrawn, f"--flagfile={flagfile}")
+    tiny = ("--steps=2", "--seeds=2", "--batch_size=16", "--critic_lr=1e-4", "--wgan_lr=5e-5")
+    result = _redraw_from_the_command_line(
+        results, redrawn, f"--flagfile={flagfile}", *tiny, "--losses=dragan", "--datasets=ring8"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     text = (redrawn / "table.md").read_text()
-    assert "- **Not the protocol: 1,500 generator steps, not 25,000.**" in text
     assert f"--flagfile={flagfile}" in text and "--redraw" not in text
     assert _ours(redrawn / "table.md") == ours
     assert (redrawn / "picture.png").stat().st_size > 1000
-    missing = _redraw_from_the_command_line(tmp_path / "none", redrawn)
+    # Under the quick variant's own settings there is nothing to redraw.
+    missing = _redraw_from_the_command_line(results, redrawn, f"--flagfile={flagfile}")
     assert missing.returncode == 2 and "train first" in missing.stderr
 
     # Seed 1 of the vmapped program is the run of seed 1 alone.
@@ -134,10 +144,29 @@ def test_unknown_names_are_refused_with_the_known_ones():
         mode_coverage.Settings(steps=0)
 
 
+def test_a_row_adds_remedies_to_a_loss():
+    packed = mode_coverage.row("ns_gan+pack2")
+    assert (packed.loss, packed.pack, packed.unroll_steps) == ("non_saturating", 2, 0)
+    assert packed.label == "NS-GAN + PacGAN2"
+    both = mode_coverage.row("wgan_gp+unroll5+mbstd")
+    assert (both.penalty, both.n_critic, both.unroll_steps, both.minibatch_std) == (
+        "gradient_penalty",
+        5,
+        5,
+        True,
+    )
+    assert mode_coverage.row("ns_gan") == mode_coverage.LOSSES["ns_gan"]
+    for bad in ("ns_gan+pack1", "ns_gan+unroll0", "ns_gan+pacgan"):
+        with pytest.raises(ValueError, match="unknown remedy"):
+            mode_coverage.row(bad)
+    run = mode_coverage.build_run("ns_gan+pack2+mbstd", "ring8", TINY)
+    assert run.step.pack == 2 and run.critic.minibatch_std and run.critic.minibatch_std_group == 4
+
+
 def test_departures_from_the_protocol_are_named():
-    assert mode_coverage.departures(mode_coverage.Settings()) == []
+    assert mode_coverage_report.departures(mode_coverage.Settings()) == []
     shortened = mode_coverage.Settings(steps=1500, critic_lr=1e-3)
-    assert mode_coverage.departures(shortened) == [
+    assert mode_coverage_report.departures(shortened) == [
         "1,500 generator steps, not 25,000",
         "the discriminator's Adam rate 0.001, not 0.0001",
     ]

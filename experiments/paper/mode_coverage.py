@@ -29,15 +29,21 @@ Two differences from that code remain: ``gans.train`` updates the discriminator,
 generator against the updated discriminator (that code updates both at once, from the same
 parameters), and the ring's modes are eight distinct points (that code spaces them with
 ``linspace(0, 2 pi, 8)``, so its first and last coincide: seven distinct modes, one of
-double weight). The flagfile shortens the run to fit a CPU; its header says how.
+double weight). ``paper_mode_coverage.cfg`` runs the protocol as published;
+``paper_mode_coverage_quick.cfg`` is a labelled shortened variant.
+
+Rows are losses with any remedies after ``+`` (``row``): ``ns_gan+pack2`` (PacGAN),
+``ns_gan+unroll5`` (unrolled GAN), ``ns_gan+mbstd`` (minibatch std). Finished rows are kept in
+``--results`` (``experiments.paper.records``); ``experiments.paper.mode_coverage_report``
+renders the table and the picture.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -46,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from experiments import cli
+from experiments.paper import records as record_store
 
 Z_DIM = 256
 HIDDEN = (128, 128)
@@ -66,6 +73,9 @@ class Loss:
       optimizer: ``adam`` (the protocol's, at ``--generator_lr`` and ``--critic_lr``) or
         ``rmsprop`` (both players at ``--wgan_lr``).
       clip: the critic's weight-clipping bound, or None.
+      pack: PacGAN's packing (``StepConfig.pack``); 1: off.
+      unroll_steps: the unrolled GAN's look-ahead (``StepConfig.unroll_steps``); 0: off.
+      minibatch_std: a minibatch-std layer in the critic (groups of 4, ProGAN's).
     """
 
     label: str
@@ -75,6 +85,9 @@ class Loss:
     n_critic: int = 1
     optimizer: str = "adam"
     clip: float | None = None
+    pack: int = 1
+    unroll_steps: int = 0
+    minibatch_std: bool = False
 
 
 LOSSES: dict[str, Loss] = {
@@ -97,24 +110,41 @@ LOSSES: dict[str, Loss] = {
     "lsgan": Loss("LSGAN", "least_squares"),
 }
 
-# Published rows: (model, modes, high-quality %) per dataset. VEEGAN Table 1 (Srivastava et al.,
-# 2017) and GDPP Table 1 (Elfeki et al., 2019); neither reports a reverse KL on these sets.
-PUBLISHED: dict[str, tuple[tuple[str, str, float, float], ...]] = {
-    "ring8": (
-        ("VEEGAN T1", "GAN", 1.0, 99.3),
-        ("VEEGAN T1", "ALI", 2.8, 0.13),
-        ("VEEGAN T1", "Unrolled GAN", 7.6, 35.6),
-        ("VEEGAN T1", "VEEGAN", 8.0, 52.9),
-        ("GDPP T1", "WGAN-GP", 6.8, 59.6),
-    ),
-    "grid25": (
-        ("VEEGAN T1", "GAN", 3.3, 0.5),
-        ("VEEGAN T1", "ALI", 15.8, 1.6),
-        ("VEEGAN T1", "Unrolled GAN", 23.6, 16.0),
-        ("VEEGAN T1", "VEEGAN", 24.6, 40.0),
-        ("GDPP T1", "WGAN-GP", 24.2, 28.7),
-    ),
-}
+# The remedies a row name may add to a loss, as LOSS+REMEDY[+REMEDY]: packM (PacGAN, M >= 2),
+# unrollK (unrolled GAN, K >= 1) and mbstd (minibatch standard deviation).
+_REMEDY = re.compile(r"^(?:pack(?P<pack>[2-9]|[1-9][0-9]+)|unroll(?P<unroll>[1-9][0-9]*)|mbstd)$")
+
+
+def row(name: str) -> Loss:
+    """The row ``name`` names: a key of ``LOSSES``, with any remedies after ``+``.
+
+    ``ns_gan+pack2`` is NS-GAN with a critic of pairs, ``wgan_gp+unroll5`` WGAN-GP whose
+    generator looks five critic updates ahead, ``ns_gan+mbstd`` NS-GAN with a minibatch-std
+    critic.
+    """
+    base, *remedies = name.split("+")
+    if base not in LOSSES:
+        raise ValueError(f"unknown loss {base!r}; known: {', '.join(LOSSES)}.")
+    loss, labels = LOSSES[base], []
+    for remedy in remedies:
+        match = _REMEDY.match(remedy)
+        if match is None:
+            raise ValueError(
+                f"unknown remedy {remedy!r} in {name!r}; known: packM (M >= 2), unrollK "
+                "(K >= 1), mbstd, as in ns_gan+pack2."
+            )
+        if match["pack"]:
+            loss = dataclasses.replace(loss, pack=int(match["pack"]))
+            labels.append(f"PacGAN{match['pack']}")
+        elif match["unroll"]:
+            loss = dataclasses.replace(loss, unroll_steps=int(match["unroll"]))
+            labels.append(f"unrolled {match['unroll']}")
+        else:
+            loss = dataclasses.replace(loss, minibatch_std=True)
+            labels.append("minibatch std")
+    if labels:
+        loss = dataclasses.replace(loss, label=f"{loss.label} + {' + '.join(labels)}")
+    return loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +186,7 @@ class Settings:
 def check_names(losses: Sequence[str], datasets: Sequence[str]) -> None:
     """Raises ValueError naming the known choices for an unknown loss or dataset."""
     for name in losses:
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}.")
+        row(name)
     for name in datasets:
         if name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}.")
@@ -165,15 +194,25 @@ def check_names(losses: Sequence[str], datasets: Sequence[str]) -> None:
         raise ValueError("give at least one loss and one dataset.")
 
 
-def models(init_scale: float = 1.4):
-    """The protocol's generator and discriminator: 2 x 128 tanh MLPs, orthogonal kernels."""
+def models(init_scale: float = 1.4, minibatch_std: bool = False):
+    """The protocol's generator and discriminator: 2 x 128 tanh MLPs, orthogonal kernels.
+
+    With ``minibatch_std`` the discriminator's last hidden layer also reads the minibatch
+    standard deviation of groups of 4 (ProGAN's group size).
+    """
     import flax.linen as nn
 
     from gans.models import MLPCritic, MLPGenerator
 
     init = nn.initializers.orthogonal(scale=init_scale)
     generator = MLPGenerator(out_dim=2, hidden=HIDDEN, activation=nn.tanh, kernel_init=init)
-    critic = MLPCritic(hidden=HIDDEN, activation=nn.tanh, kernel_init=init)
+    critic = MLPCritic(
+        hidden=HIDDEN,
+        activation=nn.tanh,
+        kernel_init=init,
+        minibatch_std=minibatch_std,
+        minibatch_std_group=4 if minibatch_std else None,
+    )
     return generator, critic
 
 
@@ -189,8 +228,8 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
     from gans import data, penalties, runner, train
 
     check_names([loss], [dataset])
-    game = LOSSES[loss]
-    generator, critic = models(settings.init_scale)
+    game = row(loss)
+    generator, critic = models(settings.init_scale, game.minibatch_std)
     if game.optimizer == "adam":
         generator_tx = train.make_optimizer("adam", settings.generator_lr, b1=0.5, b2=0.999)
         critic_tx = train.make_optimizer("adam", settings.critic_lr, b1=0.5, b2=0.999)
@@ -211,6 +250,8 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
                 if game.penalty is None
                 else penalties.make_penalty(game.penalty, **dict(game.penalty_options))
             ),
+            pack=game.pack,
+            unroll_steps=game.unroll_steps,
         ),
         n_critic=game.n_critic,
         batch_size=settings.batch_size,
@@ -273,6 +314,7 @@ def train_pair(
         "loss": loss,
         "dataset": dataset,
         "steps": settings.steps,
+        "protocol": protocol(settings),
         "seeds": list(run.seeds()),
         "wall_seconds": seconds,
         "runs": [score(s, dataset) for s in samples],
@@ -280,143 +322,21 @@ def train_pair(
     return record, samples[0]
 
 
-def _mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
-    values = np.asarray(values, np.float64) * scale
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return "inf"
-    text = f"{finite.mean():.{digits}f} ± {finite.std():.{digits}f}"
-    missing = len(values) - len(finite)
-    return text + (f" ({missing} inf)" if missing else "")
+# The settings a record was trained with, which a kept record must match.
+PROTOCOL_FIELDS = (
+    "steps",
+    "seeds",
+    "batch_size",
+    "generator_lr",
+    "critic_lr",
+    "wgan_lr",
+    "init_scale",
+)
 
 
-def table_rows(records: Sequence[dict[str, Any]], dataset: str) -> list[str]:
-    """Markdown rows for one dataset: ours (mean ± std over seeds), then the published ones."""
-    from gans import data
-
-    num_modes = data.get_dataset(dataset).mixture.num_modes
-    rows = [
-        (
-            f"| {dataset} | loss | modes (of {num_modes}; >= 20 hq) | modes (>= 1 hq) "
-            "| high quality % | reverse KL | modes per seed | wall |"
-        ),
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for record in records:
-        if record["dataset"] != dataset:
-            continue
-        runs = record["runs"]
-        per_seed = ", ".join(str(r["modes"]) for r in runs)
-        label = LOSSES[record["loss"]].label
-        rows.append(
-            f"| ours, {record['steps']:,} steps, {len(runs)} seeds | {label} "
-            f"| {_mean_std([r['modes'] for r in runs])} "
-            f"| {_mean_std([r['modes_any'] for r in runs])} "
-            f"| {_mean_std([r['high_quality'] for r in runs], 100.0)} "
-            f"| {_mean_std([r['reverse_kl'] for r in runs], digits=2)} "
-            f"| {per_seed} | {record['wall_seconds'] / 60:.1f} min |"
-        )
-    for source, model, modes, quality in PUBLISHED[dataset]:
-        rows.append(f"| {source} | {model} | {modes} | | {quality} | | | |")
-    return rows
-
-
-def departures(settings: Settings) -> list[str]:
-    """How ``settings`` depart from the protocol (25,000 steps, 5 seeds, batch 512...)."""
-    protocol = Settings()
-    changes = []
-    if settings.steps != protocol.steps:
-        changes.append(f"{settings.steps:,} generator steps, not {protocol.steps:,}")
-    if settings.seeds != protocol.seeds:
-        changes.append(f"{settings.seeds} seeds, not {protocol.seeds}")
-    if settings.batch_size != protocol.batch_size:
-        changes.append(f"batch {settings.batch_size}, not {protocol.batch_size}")
-    for name, what in (
-        ("generator_lr", "the generator's Adam rate"),
-        ("critic_lr", "the discriminator's Adam rate"),
-        ("wgan_lr", "WGAN's RMSProp rate"),
-        ("init_scale", "the orthogonal gain"),
-    ):
-        value, published = getattr(settings, name), getattr(protocol, name)
-        if value != published:
-            changes.append(f"{what} {value:g}, not {published:g}")
-    return changes
-
-
-def write_table(
-    records: Sequence[dict[str, Any]], path: pathlib.Path, settings: Settings, command: str
-) -> None:
-    """Writes the markdown table of every finished record (one section per dataset)."""
-    total = sum(r["wall_seconds"] for r in records) / 60
-    lines = [
-        "# Mode coverage on ring-8 and grid-25 (unrolled GAN / VEEGAN / PacGAN protocol)",
-        "",
-        f"Generated by `{command}` ({total:.1f} min of training and scoring for the rows below).",
-        "",
-        *[f"- **Not the protocol: {change}.**" for change in departures(settings)],
-        (
-            f"- z of {Z_DIM} dims, G and D 2 x 128 tanh, orthogonal kernels (gain "
-            f"{settings.init_scale:g}), batch {settings.batch_size}, {settings.steps:,} generator "
-            f"steps; Adam (beta1 0.5) at G {settings.generator_lr:g}, D {settings.critic_lr:g}, "
-            f"except WGAN: RMSProp {settings.wgan_lr:g}, clip 0.01, n_critic 5. WGAN-GP: lambda "
-            "0.1, n_critic 5. DRAGAN: lambda 10, symmetric perturbation."
-        ),
-        (
-            "- Scored on 2,500 samples of each seed: high quality within 3 std of the nearest "
-            "mode; a mode is captured with >= 20 high-quality samples (PacGAN); GDPP's released "
-            "code counts a mode with >= 1. Ours: mean ± std over seeds; published: as printed."
-        ),
-        "",
-    ]
-    for dataset in DATASETS:
-        if any(r["dataset"] == dataset for r in records):
-            lines += table_rows(records, dataset) + [""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-
-
-def save_picture(samples: dict[tuple[str, str], np.ndarray], records, path: pathlib.Path) -> None:
-    """One panel per (dataset, loss): seed 0's 2,500 samples over the real modes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gans import data
-
-    datasets = [d for d in DATASETS if any(k[1] == d for k in samples)]
-    losses = [name for name in LOSSES if any(k[0] == name for k in samples)]
-    scores = {(r["loss"], r["dataset"]): r["runs"][0] for r in records}
-    fig, axes = plt.subplots(
-        len(datasets), len(losses), figsize=(2.6 * len(losses), 3.0 * len(datasets)), squeeze=False
-    )
-    for row, dataset in enumerate(datasets):
-        mixture = data.get_dataset(dataset).mixture
-        extent = float(np.abs(mixture.centres).max()) * 1.3 + 0.3
-        for col, loss in enumerate(losses):
-            ax = axes[row, col]
-            ax.set_xlim(-extent, extent)
-            ax.set_ylim(-extent, extent)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if (loss, dataset) not in samples:
-                ax.set_title(f"{LOSSES[loss].label}\n(not run)", fontsize=8)
-                continue
-            fake = samples[(loss, dataset)]
-            ax.scatter(*mixture.centres.T, s=40, facecolors="none", edgecolors="orange", lw=1)
-            ax.scatter(fake[:, 0], fake[:, 1], s=1, c="tab:green", alpha=0.5)
-            s = scores[(loss, dataset)]
-            ax.set_title(
-                f"{LOSSES[loss].label} on {dataset}\n{s['modes']}/{mixture.num_modes} modes, "
-                f"{100 * s['high_quality']:.0f}% hq",
-                fontsize=8,
-            )
-    fig.suptitle("seed 0, 2,500 samples (green) and the modes (orange)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def protocol(settings: Settings) -> dict[str, Any]:
+    """What of ``settings`` changes the results (not the logging or checkpoint periods)."""
+    return {name: getattr(settings, name) for name in PROTOCOL_FIELDS}
 
 
 def run_table(
@@ -425,59 +345,79 @@ def run_table(
     settings: Settings,
     *,
     workdir: str | pathlib.Path,
+    results: str | pathlib.Path,
     table: str | pathlib.Path,
     picture: str | pathlib.Path,
     command: str = "python -m experiments.paper.mode_coverage",
     log=print,
 ) -> list[dict[str, Any]]:
-    """Trains every (loss, dataset) program in turn, rewriting the table after each.
+    """Trains every (row, dataset) program not yet in ``results``, rewriting the table after each.
 
-    Records and seed 0's samples also go to ``workdir`` (``results.json``, ``samples_*.npy``).
-    Returns the records.
+    A pair whose record ``results`` already holds with the same protocol is kept, not trained
+    again: the table grows across sessions, and a stopped program resumes the pair it was
+    training from its checkpoints in ``workdir``. Returns the table's records.
     """
+    from experiments.paper import mode_coverage_report as report
+
     check_names(losses, datasets)
     workdir, table, picture = pathlib.Path(workdir), pathlib.Path(table), pathlib.Path(picture)
+    results = pathlib.Path(results)
     workdir.mkdir(parents=True, exist_ok=True)
     records, pictured = [], {}
     for dataset in datasets:
         for loss in losses:
-            log(f"training {loss} on {dataset}: {settings.seeds} seeds, {settings.steps} steps")
-            record, samples = train_pair(loss, dataset, settings, workdir, log)
+            saved, saved_samples = record_store.load_results(results)
+            record = record_store.find_record(saved, loss, dataset, protocol(settings))
+            key = record_store.sample_key(loss, dataset)
+            if record is not None and key in saved_samples:
+                log(f"kept {loss} on {dataset} from {results}")
+                samples = saved_samples[key]
+            else:
+                log(f"training {loss} on {dataset}: {settings.seeds} seeds, {settings.steps} steps")
+                record, samples = train_pair(loss, dataset, settings, workdir, log)
+                record_store.save_result(results, record, samples)
+                runs = record["runs"]
+                log(
+                    f"done {loss} on {dataset} in {record['wall_seconds'] / 60:.1f} min: modes "
+                    f"{[r['modes'] for r in runs]}, high quality "
+                    f"{[round(100 * r['high_quality'], 1) for r in runs]}%"
+                )
             records.append(record)
             pictured[(loss, dataset)] = samples
-            np.save(workdir / f"samples_{loss}_{dataset}.npy", samples)
-            (workdir / "results.json").write_text(json.dumps(records, indent=1))
-            write_table(records, table, settings, command)
-            save_picture(pictured, records, picture)
-            runs = record["runs"]
-            log(
-                f"done {loss} on {dataset} in {record['wall_seconds'] / 60:.1f} min: modes "
-                f"{[r['modes'] for r in runs]}, high quality "
-                f"{[round(100 * r['high_quality'], 1) for r in runs]}%"
-            )
+            report.write_table(records, table, settings, command)
+            report.save_picture(pictured, records, picture)
     return records
 
 
 def redraw(
+    losses: Sequence[str],
+    datasets: Sequence[str],
     settings: Settings,
     *,
-    workdir: str | pathlib.Path,
+    results: str | pathlib.Path,
     table: str | pathlib.Path,
     picture: str | pathlib.Path,
     command: str,
 ) -> list[dict[str, Any]]:
-    """Rewrites the table and picture from ``workdir``'s records and samples, training nothing."""
-    workdir = pathlib.Path(workdir)
-    path = workdir / "results.json"
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist; train first (without --redraw).")
-    records = json.loads(path.read_text())
-    pictured = {
-        (r["loss"], r["dataset"]): np.load(workdir / f"samples_{r['loss']}_{r['dataset']}.npy")
-        for r in records
-    }
-    write_table(records, pathlib.Path(table), settings, command)
-    save_picture(pictured, records, pathlib.Path(picture))
+    """Rewrites the table and picture from the records in ``results``, training nothing."""
+    from experiments.paper import mode_coverage_report as report
+
+    check_names(losses, datasets)
+    saved, saved_samples = record_store.load_results(results)
+    records, pictured = [], {}
+    for dataset in datasets:
+        for loss in losses:
+            record = record_store.find_record(saved, loss, dataset, protocol(settings))
+            if record is not None:
+                records.append(record)
+                pictured[(loss, dataset)] = saved_samples[record_store.sample_key(loss, dataset)]
+    if not records:
+        raise ValueError(
+            f"{results} holds no records of these rows with these settings; train first "
+            "(without --redraw)."
+        )
+    report.write_table(records, pathlib.Path(table), settings, command)
+    report.save_picture(pictured, records, pathlib.Path(picture))
     return records
 
 
@@ -501,6 +441,12 @@ def _define_flags() -> None:
         "checkpoint_every", Settings.checkpoint_every, "Steps between checkpoints (0: last only)."
     )
     flags.DEFINE_string(
+        "results",
+        "experiments/results/paper_mode_coverage.json",
+        "Every finished pair's record (and, beside it, seed 0's samples): pairs already here "
+        "with the same settings are kept, not trained again.",
+    )
+    flags.DEFINE_string(
         "table", "experiments/results/paper_mode_coverage.md", "The markdown table to write."
     )
     flags.DEFINE_string(
@@ -509,7 +455,7 @@ def _define_flags() -> None:
     flags.DEFINE_bool(
         "redraw",
         False,
-        "Only rewrite the table and picture from --workdir's results (same flags otherwise).",
+        "Only rewrite the table and picture from --results (same flags otherwise).",
     )
     flags.mark_flag_as_required("workdir")
 
@@ -539,10 +485,10 @@ def main(argv: Sequence[str]) -> None:
     # The training command; a redraw shows the command whose results it draws.
     given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
     command = "python -m experiments.paper.mode_coverage " + " ".join(given)
-    outputs = {"workdir": FLAGS.workdir, "table": FLAGS.table, "picture": FLAGS.picture}
+    outputs = {"results": FLAGS.results, "table": FLAGS.table, "picture": FLAGS.picture}
     if FLAGS.redraw:
         try:
-            redraw(settings, command=command, **outputs)
+            redraw(FLAGS.losses, FLAGS.datasets, settings, command=command, **outputs)
         except ValueError as e:
             cli.fail(str(e))
         print(f"table: {FLAGS.table}, picture: {FLAGS.picture}")
@@ -552,6 +498,7 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.losses,
         FLAGS.datasets,
         settings,
+        workdir=FLAGS.workdir,
         command=command,
         log=lambda line: print(line, flush=True),
         **outputs,
