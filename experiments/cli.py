@@ -17,7 +17,16 @@ from absl import flags
 # Flags that name a file or a directory. Empty, they would silently mean the current directory
 # (or the default), which is what an unset shell variable gives: --workdir=$RUN.
 PATH_FLAGS = frozenset(
-    {"workdir", "data_dir", "out", "table", "picture", "inception_weights", "reference_dir"}
+    {
+        "workdir",
+        "data_dir",
+        "out",
+        "table",
+        "picture",
+        "results",
+        "inception_weights",
+        "reference_dir",
+    }
 )
 SEED_FLAGS = frozenset({"seed"})
 # Seeds enter the data sets' jitted samplers as int32 (gans.data); jax.random.key would take
@@ -98,3 +107,19 @@ def check_command_line(argv: Sequence[str], flag_list: Iterable[flags.Flag] | No
         check_flags(program_flags() if flag_list is None else flag_list, sys.argv[1:])
     except ValueError as e:
         fail(str(e))
+
+
+def start_training_program(argv: Sequence[str]) -> None:
+    """A paper program's first lines: Orbax's INFO line per checkpoint silenced (unless
+    ``--verbosity`` is given), then ``check_command_line``."""
+    from absl import logging
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    check_command_line(argv)
+
+
+def training_command(module: str) -> str:
+    """This command line without ``--redraw``: the command whose results a redraw shows."""
+    given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
+    return " ".join(["python -m", module, *given])

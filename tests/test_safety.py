@@ -175,6 +175,13 @@ BAD_INPUTS = [
     Bad("sweep clip unclipped", ("--sweep=clip=0.01,0.1",), "needs weight clipping on"),
     Bad("half distributed", ("--distributed", "--num_processes=2"), "needs all of"),
     Bad("process id alone", ("--process_id=1",), "--process_id needs --distributed"),
+    # Remedies for mode collapse.
+    Bad("zero pack", ("--pack=0",), "--pack must be >= 1, got 0"),
+    Bad("pack not dividing", ("--pack=3", "--batch_size=16"), "divisible by --pack"),
+    Bad("pack conditional", ("--pack=2", "--conditional"), "drop --pack"),
+    Bad("negative unroll", ("--unroll_steps=-1",), "--unroll_steps must be >= 0, got -1"),
+    Bad("unroll InfoGAN", ("--unroll_steps=2", "--info_categories=4"), "drop --unroll_steps"),
+    Bad("minibatch std on MSG", ("--minibatch_std", "--model=msg", "--dataset=digits"), "not msg"),
     # Flagfiles.
     Bad("missing flagfile", ("--flagfile=/nonexistent/wgan.cfg",), "/nonexistent/wgan.cfg"),
     Bad(

@@ -44,7 +44,6 @@ import dataclasses
 import math
 import pathlib
 import re
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -461,12 +460,10 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
 
     FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-    cli.check_command_line(argv)
+    cli.start_training_program(argv)
     try:
         settings = Settings(
             steps=FLAGS.steps,
@@ -482,9 +479,7 @@ def main(argv: Sequence[str]) -> None:
         check_names(FLAGS.losses, FLAGS.datasets)
     except ValueError as e:
         cli.fail(str(e))
-    # The training command; a redraw shows the command whose results it draws.
-    given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
-    command = "python -m experiments.paper.mode_coverage " + " ".join(given)
+    command = cli.training_command("experiments.paper.mode_coverage")
     outputs = {"results": FLAGS.results, "table": FLAGS.table, "picture": FLAGS.picture}
     if FLAGS.redraw:
         try:

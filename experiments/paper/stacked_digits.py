@@ -498,12 +498,10 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
 
     FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-    cli.check_command_line(argv)
+    cli.start_training_program(argv)
     try:
         check_rows(FLAGS.rows)
         settings = Settings(
@@ -511,9 +509,7 @@ def main(argv: Sequence[str]) -> None:
         )
     except ValueError as e:
         cli.fail(str(e))
-    # The training command; a redraw shows the command whose results it draws.
-    given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
-    command = "python -m experiments.paper.stacked_digits " + " ".join(given)
+    command = cli.training_command("experiments.paper.stacked_digits")
     from gans import runner
 
     start = time.perf_counter()
