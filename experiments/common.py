@@ -229,13 +229,23 @@ def restore_from_workdir():
     return run, states, step
 
 
-def run_command(command) -> None:
-    """The entry point of a command on a finished run (sample, evaluate): flags, then ``command``."""
+def _require_workdir() -> None:
+    if FLAGS.workdir is None:
+        cli.fail("--workdir is required: the directory of the run.")
+
+
+def run_command(command, needs_workdir: bool = True) -> None:
+    """The entry point of a command on a finished run (sample, evaluate): flags, then ``command``.
+
+    ``needs_workdir=False``: the command checks ``--workdir`` itself (evaluate's ``--samples``).
+    """
 
     def _main(argv):
         if not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
         cli.check_command_line(argv, experiment_flags())
+        if needs_workdir:
+            _require_workdir()
         command()
 
     app.run(_main)
@@ -250,6 +260,7 @@ def run(build=build_run) -> None:
         if not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
         cli.check_command_line(argv, experiment_flags())
+        _require_workdir()
         main(build)
 
     app.run(_main)

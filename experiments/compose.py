@@ -27,7 +27,7 @@ def _schedule(learning_rate: float):
     return learning_rate
 
 
-def _dataset():
+def dataset_from_flags():
     """The dataset the flags name, with its options."""
     from gans import data
 
@@ -47,7 +47,24 @@ def _dataset():
                 raise UserError(f"--{name} applies to TFDS datasets, not {FLAGS.dataset}.")
         if FLAGS.dataset in TOY_DATASETS and FLAGS.image_size is not None:
             raise UserError(f"--image_size applies to image datasets, not {FLAGS.dataset}.")
-    return data.get_dataset(FLAGS.dataset, **options)
+    is_folder = FLAGS.dataset.startswith(data.FOLDER_PREFIX)
+    if is_folder or FLAGS.dataset.startswith(data.NPZ_PREFIX):
+        options["image_mode"] = FLAGS.image_mode
+    elif FLAGS.image_mode != "auto":
+        raise UserError(f"--image_mode applies to folder: and npz: data, not {FLAGS.dataset}.")
+    if is_folder:
+        options["skip_bad"] = FLAGS.skip_bad_images
+    elif FLAGS.skip_bad_images:
+        raise UserError(f"--skip_bad_images applies to folder: data, not {FLAGS.dataset}.")
+    dataset = data.get_dataset(FLAGS.dataset, **options)
+    skipped = getattr(dataset, "skipped", [])
+    if skipped:
+        path, reason = skipped[0]
+        print(
+            f"{FLAGS.dataset}: skipped {len(skipped)} file(s); the first, {path}, {reason}.",
+            flush=True,
+        )
+    return dataset
 
 
 def _check_flags() -> None:
@@ -276,7 +293,7 @@ def build_run():
     try:
         num_devices = _num_devices()
         sharded = num_devices > 1 or jax.process_count() > 1
-        dataset = _dataset()
+        dataset = dataset_from_flags()
         kind, generator, critic = _models(dataset, penalty, parallel.AXIS if sharded else None)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -393,7 +410,7 @@ def build_vae_run(*, beta: float, variance: float):
     from gans import models, runner, train, vae
 
     try:
-        dataset = _dataset()
+        dataset = dataset_from_flags()
         kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
         if FLAGS.model not in ("auto", kind):
             raise UserError(

@@ -42,12 +42,30 @@ flags.DEFINE_string(
     "dataset",
     "8gaussians",
     "8gaussians, 25gaussians, swissroll, ring8, grid25, digits, stacked_digits (three digits, "
-    "one per channel: 1,000 modes), mnist, fashion_mnist, cifar10, celeb_a, or tfds:NAME for any TFDS image dataset (array_record files under --data_dir).",
+    "one per channel: 1,000 modes), mnist, fashion_mnist, cifar10, celeb_a, tfds:NAME for any "
+    "TFDS image dataset (array_record files under --data_dir), folder:PATH for a folder of PNG "
+    "or JPEG images (searched recursively; sub-folders are classes), or npz:PATH for an .npz "
+    "holding images [N, H, W, C] (uint8, or float in [-1, 1]) and optional labels [N].",
+)
+flags.DEFINE_enum(
+    "image_mode",
+    "auto",
+    ["auto", "rgb", "grayscale"],
+    "folder: and npz: data: convert every image to RGB or grayscale (auto: keep their channels, "
+    "which must then agree).",
+)
+flags.DEFINE_bool(
+    "skip_bad_images",
+    False,
+    "folder: data: leave out, and count, files that are not images, cannot be read, lie outside "
+    "the class sub-folders or have other channels than the first image (default: stop at the "
+    "first, naming it).",
 )
 flags.DEFINE_integer(
     "image_size",
     None,
-    "Image side: digits 8 (default), 16 or 32; TFDS sets any side (default: native, celeb_a 64).",
+    "Image side: digits 8 (default), 16 or 32; TFDS, folder: and npz: sets any side (default: "
+    "native, celeb_a 64).",
 )
 flags.DEFINE_string(
     "data_dir",
@@ -234,7 +252,7 @@ flags.DEFINE_string(
     "with NAME one of penalty_weight, critic_lr, generator_lr, clip.",
 )
 
-flags.mark_flag_as_required("workdir")
+# Required by every command but ``experiments.evaluate --samples`` (see ``common``).
 
 TOY_DATASETS = ("8gaussians", "25gaussians", "swissroll", "ring8", "grid25")
 

@@ -4,8 +4,11 @@ Digits: digits-FID, KID, precision and recall on the features of the framework's
 classifier, class coverage, and the real-vs-real FID floor. Stacked digits: the modes covered
 of 1,000 and the KL of their histogram from uniform (``gans.metrics.stacked``). Gaussian
 mixtures: modes captured, high-quality samples, reverse KL and the exact Wasserstein-1 distance
-to real samples (with its real-vs-real floor). Used by ``experiments.evaluate`` on checkpoints
-and by the training loop every ``Run.eval_every`` steps.
+to real samples (with its real-vs-real floor). Other images: FID, KID, precision, recall and
+the Inception Score on the Inception network's features given its weights, else, for one-channel
+images at a digits size, on the digits classifier's (``extractor_for``). Used by
+``experiments.evaluate`` on checkpoints and sample sets (``set_quality``) and by the training
+loop every ``Run.eval_every`` steps.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jax
 import numpy as np
 
 from gans import sampling
+from gans.data import IMAGE_SIZES
 from gans.metrics import (
     digits_classifier,
     frechet,
@@ -40,7 +44,10 @@ def _real_vs_real(dataset, num: int, seed: int) -> float:
 
 def supported(dataset) -> bool:
     """Whether ``sample_quality`` has metrics for ``dataset`` without Inception weights."""
-    return dataset.mixture is not None or dataset.name in ("digits", "stacked_digits")
+    if dataset.mixture is not None or dataset.name in ("digits", "stacked_digits"):
+        return True
+    shape = dataset.element_shape
+    return len(shape) == 3 and shape[2] == 1 and shape[0] in IMAGE_SIZES
 
 
 def sample_quality(
@@ -63,11 +70,12 @@ def sample_quality(
         by default as in PacGAN; 10,000 otherwise).
       inception: a ``gans.metrics.inception.InceptionExtractor`` for other image datasets:
         FID, KID, precision and recall on its pool features and the Inception score, beside
-        the FID of two real sets of the same size.
+        the FID of two real sets of the same size. Without it, other one-channel images at a
+        digits size get the same metrics on the digits classifier's features.
       seed: the run's seed (one of several trained together); default ``run.seed``.
 
     Raises:
-      ValueError: a dataset without metrics here (see ``supported``).
+      ValueError: a dataset without metrics here (see ``extractor_for``).
     """
     dataset = run.dataset
     seed = run.seed if seed is None else seed
@@ -93,21 +101,66 @@ def sample_quality(
         classifier = digits_classifier.load_digits_classifier(dataset.element_shape[0])
         result = stacked.stacked_mode_scores(samples, classifier)
         return {"modes": result["modes"], "kl": result["kl"]}
-    if inception is not None and len(dataset.element_shape) == 3:
+    if len(dataset.element_shape) == 3:
+        extractor = extractor_for(dataset.element_shape, inception)
         num = num or 10_000
         samples, _ = sampling.draw_samples(run.step, state, num, key)
         real = [np.asarray(dataset.batch(i, num, seed + 3)["x"][0]) for i in (0, 1)]
-        fake, logits = inception.outputs(samples)
-        real_features = [inception.features(images) for images in real]
-        size = min(num, 1000)
+        fake, logits = extractor.outputs(samples)
+        real_features = [extractor.features(images) for images in real]
         return {
-            "fid": frechet.frechet_distance(real_features[0], fake),
+            **compare_features(real_features[0], fake, logits),
             "fid_real_vs_real": frechet.frechet_distance(real_features[0], real_features[1]),
-            **frechet.kernel_inception_distance(real_features[0], fake, 100, size, 0),
-            **manifold.precision_recall(real_features[0], fake, 3),
-            **scores.inception_score(logits, num_splits=10 if num >= 10_000 else 1),
         }
+    raise ValueError(f"no sample-quality metric for the 2-D data set {dataset.name}.")
+
+
+def compare_features(
+    real: np.ndarray, fake: np.ndarray, fake_logits: np.ndarray, *, k: int = 3, seed: int = 0
+) -> dict[str, float]:
+    """FID, KID, precision and recall of ``fake`` against ``real`` features, and the Inception
+    Score of ``fake_logits``: the metrics of two image sets on one network's outputs.
+
+    KID averages 100 subsets of ``min(N_real, N_fake, 1000)`` (``seed`` picks them); precision
+    and recall use ``k`` neighbours; the score is taken over 10 splits from 10,000 samples on,
+    else over one, as in the papers' protocols.
+    """
+    size = min(len(real), len(fake), 1000)
+    return {
+        "fid": frechet.frechet_distance(real, fake),
+        **frechet.kernel_inception_distance(real, fake, 100, size, seed),
+        **manifold.precision_recall(real, fake, k),
+        **scores.inception_score(fake_logits, num_splits=10 if len(fake) >= 10_000 else 1),
+    }
+
+
+def extractor_for(element_shape: tuple[int, ...], inception=None):
+    """The network whose features compare images of ``element_shape``: Inception given its
+    weights, else the digits classifier for one-channel images at a digits size.
+
+    Raises:
+      ValueError: other images without Inception weights.
+    """
+    if inception is not None:
+        return inception
+    size, _, channels = element_shape
+    if channels == 1 and size in IMAGE_SIZES:
+        return digits_classifier.load_digits_classifier(size)
     raise ValueError(
-        f"no sample-quality metric for {dataset.name} without Inception weights: pass "
-        "--inception_weights=FILE (gans/metrics/inception.py says how to make the file)."
+        f"no features for {size}x{size}x{channels} images without Inception weights (the digits "
+        "classifier reads one-channel 8, 16 or 32 pixel images): pass --inception_weights=FILE "
+        "(gans/metrics/inception.py says how to make the file)."
     )
+
+
+def set_quality(samples: np.ndarray, reference: np.ndarray, extractor) -> dict[str, float]:
+    """``compare_features`` of two image sets, ``[N, S, S, C]`` in [-1, 1], on ``extractor``'s
+    features; with ``fid_real_vs_real``, the FID between the reference's two halves (the floor
+    at half the size: FID is biased upwards for fewer samples)."""
+    fake, logits = extractor.outputs(samples)
+    real = extractor.features(reference)
+    half = len(real) // 2
+    return {
+        **compare_features(real, fake, logits),
+        "fid_real_vs_real": frechet.frechet_distance(real[:half], real[half : 2 * half]),
+    }

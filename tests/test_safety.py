@@ -205,6 +205,20 @@ BAD_INPUTS = [
         "is not prepared in",
     ),
     Bad("data_dir on digits", ("--data_dir=/tmp", "--dataset=digits"), "applies to TFDS datasets"),
+    Bad("missing image folder", ("--dataset=folder:{tmp}/none",), "does not exist; give a folder"),
+    Bad(
+        "folder without images",
+        ("--dataset=folder:{tmp}/run",),
+        "notes.txt is not a PNG or JPEG image; remove it, or pass --skip_bad_images",
+    ),
+    Bad("missing npz", ("--dataset=npz:{tmp}/x.npz",), "does not exist; give an .npz file"),
+    Bad("image mode of digits", ("--dataset=digits", "--image_mode=rgb"), "applies to folder:"),
+    Bad(
+        "samples and a run to evaluate",
+        ("--samples={tmp}/s.npy",),
+        "give --samples or --workdir, not both",
+        module="evaluate",
+    ),
     Bad("unsupported image size", ("--dataset=digits", "--image_size=13"), "one of (8, 16, 32)"),
     Bad("image size of 2-D data", ("--image_size=16",), "applies to image datasets"),
     Bad("conditional unlabelled", ("--conditional", "--dataset=swissroll"), "needs labelled data"),
@@ -216,7 +230,11 @@ BAD_INPUTS = [
         devices=8,
     ),
     # Baselines: ResNets, spectral norm, augmentation.
-    Bad("unknown augmentation", ("--dataset=digits", "--augment=rotate"), "unknown augmentation 'rotate'"),
+    Bad(
+        "unknown augmentation",
+        ("--dataset=digits", "--augment=rotate"),
+        "unknown augmentation 'rotate'",
+    ),
     Bad("augmenting 2-D data", ("--augment=translation",), "--augment transforms images"),
     Bad("NaN augment probability", ("--augment_probability=nan",), "must be a finite number"),
     Bad(
@@ -234,8 +252,16 @@ BAD_INPUTS = [
         ("--dataset=digits", "--image_size=16", "--model=resnet", "--attention_resolution=5"),
         "attention",
     ),
-    Bad("attention on DCGAN", ("--dataset=digits", "--attention_resolution=8"), "--model=resnet only"),
-    Bad("spectral norm and clipping", ("--spectral_norm", "--clip=0.01"), "drop --clip or --spectral_norm"),
+    Bad(
+        "attention on DCGAN",
+        ("--dataset=digits", "--attention_resolution=8"),
+        "--model=resnet only",
+    ),
+    Bad(
+        "spectral norm and clipping",
+        ("--spectral_norm", "--clip=0.01"),
+        "drop --clip or --spectral_norm",
+    ),
     Bad("zero data fraction", ("--data_fraction=0",), "--data_fraction must be in (0, 1]"),
     Bad("data fraction of 2-D data", ("--data_fraction=0.5",), "applies to the digits"),
     # The VAE.

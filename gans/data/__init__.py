@@ -267,6 +267,32 @@ def item_indices(
     return order[position * item_size : (position + 1) * item_size]
 
 
+def process_item_indices(
+    index: int,
+    batch_size: int,
+    seed: int,
+    group: int,
+    num_examples: int,
+    name: str,
+    process_index: int,
+    process_count: int,
+) -> np.ndarray:
+    """This process's part of item ``index`` when ``process_count`` processes share every item.
+
+    With a per-process ``batch_size`` B, item ``index`` is the single-process item of batch size
+    ``process_count * B`` (``item_indices``), and process p takes columns ``[p * B, (p + 1) * B)``
+    of each of its ``group`` batches: the parts are disjoint and, concatenated in process order
+    along the batch axis, are that single-process item.
+
+    Returns:
+      Example indices, int [group * batch_size], batch by batch.
+    """
+    global_batch_size = batch_size * process_count
+    taken = item_indices(index, global_batch_size, seed, group, num_examples, name)
+    start = process_index * batch_size
+    return taken.reshape(group, global_batch_size)[:, start : start + batch_size].reshape(-1)
+
+
 @functools.lru_cache(maxsize=4)
 def _epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
     """The order of one epoch; cached because an epoch spans many consecutive items."""
@@ -286,6 +312,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 TFDS_PREFIX = "tfds:"  # "tfds:svhn_cropped" names any TFDS image dataset.
+FOLDER_PREFIX = "folder:"  # "folder:PATH": a folder of PNG or JPEG images (gans.data.files).
+NPZ_PREFIX = "npz:"  # "npz:PATH": images (and labels) as arrays in an .npz file.
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
 
 
@@ -303,17 +331,28 @@ def get_dataset(name: str, **options) -> Dataset:
     """Builds the dataset registered as `name`; options go to its factory (e.g. image_size).
 
     Besides the registered names, "tfds:NAME" reads any TFDS image dataset (see
-    `gans.data.tfds.load`).
+    `gans.data.tfds.load`), "folder:PATH" a folder of images and "npz:PATH" arrays in a file
+    (see `gans.data.files`).
     """
     if name.startswith(TFDS_PREFIX):
         factory = functools.partial(_load_tfds, name)
+    elif name.startswith((FOLDER_PREFIX, NPZ_PREFIX)):
+        from gans.data import files  # PIL only where a folder is read.
+
+        prefix = FOLDER_PREFIX if name.startswith(FOLDER_PREFIX) else NPZ_PREFIX
+        path = name.removeprefix(prefix)
+        if not path.strip():
+            raise ValueError(f"dataset {name!r} names no path; write {prefix}PATH.")
+        load = files.load_folder if prefix == FOLDER_PREFIX else files.load_npz
+        factory = functools.partial(load, path, name=name)
     elif name in DATASETS:
         factory = DATASETS[name]
     else:
         known = ", ".join(sorted(DATASETS))
         raise ValueError(
-            f"unknown dataset {name!r}; known datasets: {known}, or {TFDS_PREFIX}NAME for any "
-            "TFDS image dataset."
+            f"unknown dataset {name!r}; known datasets: {known}, {TFDS_PREFIX}NAME for any "
+            f"TFDS image dataset, {FOLDER_PREFIX}PATH for a folder of images or {NPZ_PREFIX}PATH "
+            "for arrays."
         )
     if not options:
         return factory()
@@ -325,7 +364,9 @@ def get_dataset(name: str, **options) -> Dataset:
 
 __all__ = [
     "DATASETS",
+    "FOLDER_PREFIX",
     "IMAGE_SIZES",
+    "NPZ_PREFIX",
     "TFDS_DATASETS",
     "TFDS_PREFIX",
     "Dataset",
@@ -341,6 +382,7 @@ __all__ = [
     "item_indices",
     "load_digits",
     "prefetch",
+    "process_item_indices",
     "ring",
     "twenty_five_gaussians",
 ]

@@ -19,7 +19,6 @@ and, concatenated in process order along the batch axis, are that single-process
 """
 
 import concurrent.futures
-import functools
 import os
 
 import jax
@@ -27,7 +26,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 
-from gans.data import TFDS_PREFIX, Dataset, _check_request, item_indices
+from gans.data import TFDS_PREFIX, Dataset, _check_request, process_item_indices
+from gans.data.images import centre_crop, resize, to_model_range
 
 # Options of the registered names; a caller's options override them.
 NAMED_DATASETS: dict[str, dict] = {
@@ -176,11 +176,17 @@ class TFDSDataset(Dataset):
           [group, batch_size] when the dataset has class labels.
         """
         _check_request(index, batch_size, seed, group)
-        global_batch_size = batch_size * self.process_count
-        taken = item_indices(index, global_batch_size, seed, group, self.num_examples, self.name)
-        start = self.process_index * batch_size
-        local = taken.reshape(group, global_batch_size)[:, start : start + batch_size]
-        indices = [int(i) for i in local.reshape(-1)]
+        local = process_item_indices(
+            index,
+            batch_size,
+            seed,
+            group,
+            self.num_examples,
+            self.name,
+            self.process_index,
+            self.process_count,
+        )
+        indices = [int(i) for i in local]
         if self._readers is None:
             examples = [self._source[i] for i in indices]
         else:  # Decoding (PIL) releases the GIL, so threads decode a batch in parallel.
@@ -210,8 +216,7 @@ class TFDSDataset(Dataset):
             return image
         if side > min(height, width):
             raise ValueError(f"crop_size {side} exceeds a {height}x{width} image of {self.name!r}.")
-        top, left = (height - side) // 2, (width - side) // 2
-        return image[top : top + side, left : left + side]
+        return centre_crop(image, side)
 
 
 def _data_root(data_dir: str | None) -> str:
@@ -237,44 +242,3 @@ def _prepared_builder(tfds_name: str, data_dir: str | None) -> tfds.core.Dataset
             "directory this data_dir."
         )
     return builder
-
-
-def to_model_range(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels 0..255 -> float32 in [-1, 1], a generator's tanh range."""
-    return images.astype(np.float32) / 127.5 - 1.0
-
-
-def resize(images: np.ndarray, size: int | None) -> np.ndarray:
-    """Resizes square-or-not images to size x size, antialiased when shrinking.
-
-    The filter is jax.image.resize's "linear" with antialias=True: a triangle kernel,
-    widened by the shrink factor so that downscaling averages every input pixel instead of
-    aliasing. Done in NumPy, on the host, with nothing to compile per image shape.
-
-    Args:
-      images: float32 [n, H, W, C].
-      size: Output side; None returns the images unchanged.
-
-    Returns:
-      float32 [n, size, size, C], clipped to the input's [-1, 1] range.
-    """
-    if size is None or images.shape[1:3] == (size, size):
-        return images
-    rows, columns = _resize_weights(images.shape[1], size), _resize_weights(images.shape[2], size)
-    resized = np.einsum("ih,nhwc,jw->nijc", rows, images, columns, optimize=True)
-    # The weights are non-negative and sum to 1, so only rounding can leave [-1, 1].
-    return np.clip(resized, -1.0, 1.0, out=resized)
-
-
-@functools.lru_cache(maxsize=64)
-def _resize_weights(input_size: int, output_size: int) -> np.ndarray:
-    """Row j holds the weights of the input pixels in output pixel j: float32 [out, in]."""
-    scale = output_size / input_size
-    kernel_width = max(1.0 / scale, 1.0)
-    centres = (np.arange(output_size) + 0.5) / scale - 0.5  # In input pixel coordinates.
-    distances = np.abs(centres[:, None] - np.arange(input_size)[None, :]) / kernel_width
-    weights = np.maximum(0.0, 1.0 - distances)
-    weights /= weights.sum(axis=1, keepdims=True)
-    weights = weights.astype(np.float32)
-    weights.setflags(write=False)
-    return weights
