@@ -1,7 +1,9 @@
 """The one way a command reports a user's mistake, and the checks every flag gets by its kind.
 
-Every experiment and paper program imports this module: it defines no flags and imports neither
-JAX nor the library, so bad input is reported before anything slow starts.
+Every experiment and paper program imports this module: it defines no flags of its own and
+imports neither JAX nor the library, so bad input is reported before anything slow starts.
+Importing it gives every command JAX's own flags (``--jax_platforms=cpu``, ``--jax_enable_x64``,
+...), importing JAX only where the command line gives one (``accept_jax_flags``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ PATH_FLAGS = frozenset(
         "results",
         "inception_weights",
         "reference_dir",
+        "samples",
     }
 )
 SEED_FLAGS = frozenset({"seed"})
@@ -123,3 +126,30 @@ def training_command(module: str) -> str:
     """This command line without ``--redraw``: the command whose results a redraw shows."""
     given = [arg for arg in sys.argv[1:] if arg not in ("--redraw", "--redraw=true")]
     return " ".join(["python -m", module, *given])
+
+
+def accept_jax_flags(argv: Sequence[str]) -> None:
+    """Defines JAX's own flags for absl where ``argv`` gives one, in a flagfile or not.
+
+    ``app.run`` then parses them with the command's flags and JAX applies them before ``main``
+    (``jax.config.config_with_absl``). Every other command line parses without importing JAX.
+    They are JAX's flags, not the program's: ``program_flags`` and the run's record leave them
+    out, so a run may resume under other ones.
+
+    Args:
+      argv: the command line, the program's name first (``sys.argv``).
+    """
+    try:
+        args = flags.FLAGS.read_flags_from_files(list(argv[1:]))
+    except flags.Error:  # An unreadable flagfile: absl reports it when it parses.
+        args = list(argv[1:])
+    names = [arg.lstrip("-").partition("=")[0] for arg in args if arg.startswith("-")]
+    given = any(name.startswith(("jax_", "nojax_")) for name in names)
+    if given and "jax_platforms" not in flags.FLAGS:  # Not defined yet, by this or by JAX.
+        import jax
+
+        jax.config.config_with_absl()
+
+
+# Here, since every command imports this module before it parses its command line.
+accept_jax_flags(sys.argv)

@@ -393,7 +393,8 @@ def diagnose(
       ``diag/generator_param_grad_norm``; ``diag/critic_weight_max_abs`` and, with ``clip``,
       ``diag/critic_weight_frac_at_clip``. Histograms: ``diag/critic_weight_histogram``
       (counts), ``diag/critic_weight_histogram_edges`` and, with ``per_layer_histograms``,
-      ``diag/critic_weight_histogram/<param path>``.
+      ``diag/critic_weight_histogram/<param path>``; and the per-example gradient norms
+      themselves, ``diag/critic_grad_norms_{real, fake, interpolates}`` (``[B]`` each).
     """
     config = dataclasses.replace(config, axis_name=None)
     family = losses_lib.get_loss(config.loss)
@@ -436,6 +437,8 @@ def diagnose(
         "diag/critic_weight_histogram_edges": hist.pop("edges"),
     }
     histograms.update((f"diag/critic_weight_histogram/{name}", c) for name, c in hist.items())
+    # The norms themselves: a penalty acts on each example's, which their mean hides.
+    histograms.update((f"diag/critic_grad_norms_{points}", n) for points, n in input_norms.items())
     return Diagnostics(scalars, histograms)
 
 

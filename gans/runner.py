@@ -126,13 +126,17 @@ def _train_into(
             actions.append(log)
             pictured = None
             if writer:
-                actions.append(loop.TensorBoard(workdirs, log_every, start))
-                if on_progress is not None:
-                    actions.append(loop.ReportProgress(on_progress, log_every, start))
                 pictured = sampling.Pictures(
                     pictures, run_states, workdirs, sample_every, steps, state
                 )
-                actions.append(pictured)
+                # After the pictures and the diagnostics, in steps and at the end: TensorBoard
+                # shows the files they wrote.
+                board = loop.TensorBoard(
+                    workdirs, log_every, start, sample_every=sample_every, config=config
+                )
+                actions += [pictured, board]
+                if on_progress is not None:
+                    actions.append(loop.ReportProgress(on_progress, log_every, start))
             actions.append(loop.Checkpoint(checkpointer, one_replica))
             state = loop.train(
                 state,
@@ -181,9 +185,9 @@ def _diagnostics(run: Run) -> Callable[..., dict[str, float]]:
         scalars, histograms = diagnostics.to_host(
             diagnose(state, batch=batch, key=jax.random.fold_in(key, step))
         )
-        (workdir / "diagnostics").mkdir(exist_ok=True)
-        arrays = {name.replace("/", "__"): value for name, value in histograms.items()}
-        np.savez(workdir / "diagnostics" / f"step_{step:07d}.npz", **arrays)
+        path = workdir_lib.diagnostics_file(workdir, step)
+        path.parent.mkdir(exist_ok=True)
+        np.savez(path, **{workdir_lib.histogram_key(n): v for n, v in histograms.items()})
         return scalars
 
     return measure

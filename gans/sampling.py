@@ -169,12 +169,12 @@ class Pictures(loop.PeriodicAction):
         if moment.last:
             return
         for save, state, w in zip(self.save, self.run_states(moment.state), self.workdirs):
-            save(state, w / "samples" / f"step_{moment.step:07d}.png", moment.step)
+            save(state, workdir_lib.sample_picture(w, moment.step), moment.step)
 
     def end(self, moment: loop.Moment | None) -> None:
         state = self.state if moment is None else moment.state
         for save, run_state, w in zip(self.save, self.run_states(state), self.workdirs):
-            picture = w / "samples" / f"step_{self.steps:07d}.png"
+            picture = workdir_lib.sample_picture(w, self.steps)
             self.final.append(save(run_state, picture, self.steps))
             workdir_lib.write_atomically(w / "samples.png", picture.read_bytes())
             records = workdir_lib.read_log(w / workdir_lib.METRICS_FILE)

@@ -68,6 +68,26 @@ def write_atomically(path: str | os.PathLike, content: str | bytes) -> None:
     os.replace(f.name, path)
 
 
+def sample_picture(workdir: pathlib.Path, step: int) -> pathlib.Path:
+    """Where a run draws its samples of ``step``: ``samples/step_NNNNNNN.png``."""
+    return workdir / "samples" / f"step_{step:07d}.png"
+
+
+def diagnostics_file(workdir: pathlib.Path, step: int) -> pathlib.Path:
+    """Where a run keeps the histograms of its diagnostics at ``step``."""
+    return workdir / "diagnostics" / f"step_{step:07d}.npz"
+
+
+def histogram_key(name: str) -> str:
+    """A histogram's name (``diag/critic_weight_histogram``) as a key of its ``.npz`` file,
+    which cannot hold ``/``; ``histogram_name`` reverses it."""
+    return name.replace("/", "__")
+
+
+def histogram_name(key: str) -> str:
+    return key.replace("__", "/")
+
+
 def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
     """Creates the workdir, refusing one that is a file, cannot be written, or holds a run
     that cannot be resumed.

@@ -168,6 +168,12 @@ def _check_diagnosis(diagnosis, state, layers, clip=None):
     )
     num_weights = sum(p.size for p in jax.tree.leaves(state.critic_params))
     assert histograms["diag/critic_weight_histogram"].sum() == num_weights
+    for points in ("real", "fake", "interpolates"):  # Each example's norm, and their mean.
+        norms = histograms[f"diag/critic_grad_norms_{points}"]
+        assert norms.ndim == 1 and norms.max() == scalars[f"diag/critic_grad_norm_{points}_max"]
+        np.testing.assert_allclose(
+            norms.mean(), scalars[f"diag/critic_grad_norm_{points}"], rtol=1e-5
+        )
     assert ("diag/critic_weight_frac_at_clip" in scalars) == (clip is not None)
     # Wasserstein: an example's loss gradient is +-grad f, so at the input the mean norm is
     # that of the critic's input gradients at real and fake points, and at the score it is 1.
