@@ -60,6 +60,14 @@ flags.DEFINE_enum(
     ["auto", "native", "sub_pixel", "sub_pixel_matmul"],
     "How the DCGAN models compute their convolutions (gans.models.layers.IMPLEMENTATIONS).",
 )
+flags.DEFINE_integer("num_runs", 1, "Runs trained together by one program (seeds 0, 1, ...).")
+flags.DEFINE_enum(
+    "run_axis",
+    "auto",
+    ["auto", "vmap", "map"],
+    "How --num_runs runs share the program (gans.sweep.resolve_run_axis).",
+)
+flags.DEFINE_integer("width", 0, "Override the toy MLPs' hidden width or DCGAN's base width.")
 flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch reference in this run.")
 flags.DEFINE_string(
     "reference_dir",
@@ -67,7 +75,7 @@ flags.DEFINE_string(
     "Folder of torch_toy.py and torch_dcgan.py (default: ../shared/reference).",
 )
 
-# name: (reference script, batch, description)
+# name: (reference script or None, batch, description)
 SETTINGS = {
     "toy": ("torch_toy.py", 256, "WGAN-GP toy: 3x512 ReLU MLPs, lambda 0.1, n_critic 5"),
     "dcgan32": ("torch_dcgan.py", 64, "WGAN-GP DCGAN 32x32x3, width 64, lambda 10, n_critic 5"),
@@ -77,6 +85,11 @@ SETTINGS = {
         64,
         "WGAN-GP CIFAR ResNet 32x32x3, width 128, lambda 10, n_critic 5, Adam 2e-4",
     ),
+    "mode": (
+        None,
+        512,
+        "Mode-coverage protocol NS-GAN: z 256, 2x128 tanh MLPs, batch 512, n_critic 1",
+    ),
 }
 N_CRITIC = 5
 # Layer microbenchmarks: (input side, input channels, output channels) at the setting's batch.
@@ -85,16 +98,26 @@ TRANSPOSED_LAYERS = ((4, 256, 128), (8, 128, 64), (16, 64, 3))  # The DCGAN-32 g
 STRIDED_LAYERS = ((32, 3, 64), (16, 64, 128), (8, 128, 256))  # The DCGAN-32 critic's.
 
 
-def _build(name: str, batch: int, n_critic: int = N_CRITIC):
-    """The setting's unjitted train step, its initial state and ``n_critic`` real batches."""
+def _build(name: str, batch: int, n_critic: int | None = None, num_runs: int = 1):
+    """The setting's unjitted train step, its initial state and ``n_critic`` real batches.
+
+    With ``num_runs > 1`` the step trains that many runs (seeds 0, 1, ...) laid out as
+    ``--run_axis`` says, on stacked states and ``[num_runs, n_critic, batch, ...]`` batches.
+    """
     import jax
     import jax.numpy as jnp
 
-    from gans import models, train
+    from gans import models, sweep, train
 
+    if name == "mode":
+        return _build_mode(batch, n_critic, num_runs)
+    n_critic = N_CRITIC if n_critic is None else n_critic
     learning_rate = 1e-4
+    width = FLAGS.width or None
     if name == "toy":
-        generator, critic = models.MLPGenerator(out_dim=2), models.MLPCritic()
+        hidden = (width,) * 3 if width else (512, 512, 512)
+        generator = models.MLPGenerator(out_dim=2, hidden=hidden)
+        critic = models.MLPCritic(hidden=hidden)
         z_dim, shape, weight, b1 = 2, (2,), 0.1, 0.5
     elif name == "resnet32":
         generator, critic = models.wgan_gp_cifar_resnet(
@@ -104,10 +127,10 @@ def _build(name: str, batch: int, n_critic: int = N_CRITIC):
     else:
         implementation = FLAGS.conv_implementation
         generator = models.DCGANGenerator(
-            image_size=32, channels=3, width=64, conv_implementation=implementation
+            image_size=32, channels=3, width=width or 64, conv_implementation=implementation
         )
         critic = models.DCGANCritic(
-            width=64, normalization="none", conv_implementation=implementation
+            width=width or 64, normalization="none", conv_implementation=implementation
         )
         z_dim, shape, weight, b1 = 128, (32, 32, 3), 10.0, 0.0
     config = train.StepConfig(
@@ -116,17 +139,61 @@ def _build(name: str, batch: int, n_critic: int = N_CRITIC):
         penalty="gradient_penalty",
         penalty_options=(("weight", weight),),
     )
-    state = train.create_state(
-        generator=generator,
-        critic=critic,
-        generator_tx=train.make_optimizer("adam", learning_rate, b1=b1, b2=0.9),
-        critic_tx=train.make_optimizer("adam", learning_rate, b1=b1, b2=0.9),
-        config=config,
-        example=jnp.zeros((batch,) + shape),
-        key=jax.random.key(0),
-    )
-    real = jax.random.uniform(jax.random.key(1), (n_critic, batch) + shape, minval=-1.0)
-    return train.make_train_step(config), state, {"x": real}
+    # One optimizer object for every run: it is static in the state, so the states stack.
+    tx = train.make_optimizer("adam", learning_rate, b1=b1, b2=0.9)
+    states = [
+        train.create_state(
+            generator=generator,
+            critic=critic,
+            generator_tx=tx,
+            critic_tx=tx,
+            config=config,
+            example=jnp.zeros((batch,) + shape),
+            key=jax.random.key(k),
+        )
+        for k in range(num_runs)
+    ]
+    real = jax.random.uniform(jax.random.key(1), (num_runs, n_critic, batch) + shape, minval=-1.0)
+    if num_runs == 1:
+        return train.make_train_step(config), states[0], {"x": real[0]}
+    step = sweep.make_vmapped_train_step(config, FLAGS.run_axis)
+    return step, sweep.stack(states), {"x": real}
+
+
+def _build_mode(batch: int, n_critic: int | None, num_runs: int):
+    """The mode-coverage protocol's NS-GAN program (``experiments.paper.mode_coverage``)."""
+    import dataclasses
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments.paper import mode_coverage
+    from gans import run as run_lib
+    from gans import sweep, train
+
+    settings = mode_coverage.Settings(batch_size=batch)
+    run = mode_coverage.build_run("ns_gan", "ring8", settings, num_runs=num_runs)
+    run = dataclasses.replace(run, n_critic=n_critic or run.n_critic, run_axis=FLAGS.run_axis)
+    items = [run.dataset.batch(0, batch, seed, group=run.n_critic)["x"] for seed in run.seeds()]
+    real = jnp.asarray(np.stack([np.asarray(x) for x in items]))
+    state = run_lib.initial_state(run)
+    if num_runs == 1:
+        return train.make_train_step(run.step), state, {"x": real[0]}
+    return sweep.make_vmapped_train_step(run.step, run.run_axis), state, {"x": real}
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def _flops(lowered) -> float:
@@ -136,11 +203,12 @@ def _flops(lowered) -> float:
     return float(analysis["flops"])
 
 
-def flops_per_iteration(name: str, batch: int, n_critic: int) -> float:
+def flops_per_iteration(name: str, batch: int, n_critic: int, num_runs: int = 1) -> float:
     """XLA's FLOP count of one iteration, each of the ``n_critic`` critic updates counted.
 
-    ``f(n) = f(1) + (n - 1) (f(2) - f(1))`` from the (unoptimised) step with one and two
-    critic updates, which the train step lays out straight (no loop for XLA to count once).
+    ``f(n) = f(1) + (n - 1) (f(2) - f(1))`` from the (unoptimised) step of one run with one and
+    two critic updates, which the train step lays out straight (no loop for XLA to count once);
+    ``num_runs`` runs do ``num_runs`` times that work, however they are laid out.
     """
     import jax
 
@@ -148,7 +216,7 @@ def flops_per_iteration(name: str, batch: int, n_critic: int) -> float:
     for n in (1, 2):
         step, state, batches = _build(name, batch, n)
         counts.append(_flops(jax.jit(step).lower(state, batches)))
-    return counts[0] + (n_critic - 1) * (counts[1] - counts[0])
+    return num_runs * (counts[0] + (n_critic - 1) * (counts[1] - counts[0]))
 
 
 def _matmul_timer(size: int):
@@ -184,9 +252,12 @@ def _program_mb(compiled) -> float | None:
 def time_jax(name: str, batch: int) -> dict:
     import jax
 
+    from gans import sweep
     from gans.models import layers
 
-    step, state, batches = _build(name, batch)
+    num_runs = FLAGS.num_runs
+    step, state, batches = _build(name, batch, num_runs=num_runs)
+    n_critic = batches["x"].shape[1 if num_runs > 1 else 0]
     start = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=0).lower(state, batches).compile()
     compile_seconds = time.perf_counter() - start
@@ -203,16 +274,22 @@ def time_jax(name: str, batch: int) -> dict:
         times.append((time.perf_counter() - start) / FLAGS.iters)
         peaks.append(max(matmul_flops_per_s() for _ in range(3)))
     seconds, peak = statistics.median(times), statistics.median(peaks)
-    flops = flops_per_iteration(name, batch, N_CRITIC)
+    flops = flops_per_iteration(name, batch, n_critic, num_runs)
     result = {
         "impl": "jax",
         "bench": name,
         "batch": batch,
-        "n_critic": N_CRITIC,
+        "n_critic": n_critic,
+        "num_runs": num_runs,
+        "run_axis": sweep.resolve_run_axis(FLAGS.run_axis) if num_runs > 1 else None,
+        "width": FLAGS.width or None,
+        "devices": jax.local_device_count(),
+        "cpu": cpu_model(),
         "ms_per_iter": round(seconds * 1e3, 3),
         "ms_per_iter_min": round(min(times) * 1e3, 3),
-        "images_per_s": round(batch * N_CRITIC / seconds, 1),
-        "examples_per_s": round(batch * (N_CRITIC + 1) / seconds, 1),
+        "ms_per_run": round(seconds * 1e3 / num_runs, 3),
+        "images_per_s": round(num_runs * batch * n_critic / seconds, 1),
+        "examples_per_s": round(num_runs * batch * (n_critic + 1) / seconds, 1),
         "compile_s": round(compile_seconds, 2),
         "gflop_per_iter": round(flops / 1e9, 3),
         "gflops": round(flops / seconds / 1e9, 1),
@@ -224,7 +301,7 @@ def time_jax(name: str, batch: int) -> dict:
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    if name != "toy":
+    if name in ("dcgan32", "resnet32"):
         result["conv_implementation"] = layers.resolve_implementation(FLAGS.conv_implementation)
     return result
 
@@ -311,6 +388,8 @@ def time_torch(name: str, batch: int) -> dict | None:
         import torch  # noqa: F401
     except ImportError:
         return None
+    if SETTINGS[name][0] is None or FLAGS.num_runs > 1 or FLAGS.width:
+        return None  # No reference: the mode program, several runs or another width.
     folder = pathlib.Path(FLAGS.reference_dir or pathlib.Path.cwd().parent / "shared" / "reference")
     script = folder / SETTINGS[name][0]
     if not script.exists():
@@ -333,6 +412,8 @@ def time_torch(name: str, batch: int) -> dict | None:
 
 def main(argv):
     cli.check_command_line(argv)
+    cli.require_at_least(FLAGS, ("num_runs", "iters", "repeats"))
+    cli.require_at_least(FLAGS, ("width",), 0)
     known = (*SETTINGS, CONV_SETTING)
     for name in FLAGS.settings:
         if name not in known:
@@ -348,7 +429,7 @@ def main(argv):
         if FLAGS.compare_torch:
             reference = time_torch(name, batch)
             if reference is None:
-                print(json.dumps({"bench": name, "torch": "not installed"}), flush=True)
+                print(json.dumps({"bench": name, "torch": "no reference run"}), flush=True)
                 continue
             print(json.dumps(reference), flush=True)
             print(

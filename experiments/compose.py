@@ -389,6 +389,7 @@ def build_run():
             eval_every=FLAGS.eval_every,
             diagnose_every=FLAGS.diagnose_every,
             clip=FLAGS.clip or None,
+            run_axis=FLAGS.run_axis,
         )
     except ValueError as e:
         raise UserError(str(e)) from None

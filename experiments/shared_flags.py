@@ -243,7 +243,14 @@ flags.DEFINE_integer("process_id", None, "This process's index, 0 to num_process
 
 # Several runs in one program.
 flags.DEFINE_integer(
-    "num_runs", 1, "Independent runs with seeds seed, seed + 1, ... trained as one vmapped program."
+    "num_runs", 1, "Independent runs with seeds seed, seed + 1, ... trained as one program."
+)
+flags.DEFINE_enum(
+    "run_axis",
+    "auto",
+    ["auto", "vmap", "map"],
+    "How --num_runs or --sweep runs share the program: vmap (batched), map (one after another "
+    "inside it) or auto (map on CPU, vmap on GPU and TPU).",
 )
 flags.DEFINE_string(
     "sweep",

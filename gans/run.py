@@ -55,6 +55,8 @@ class Run:
         generator's gradient norm, weight histograms into ``diagnostics/step_N.npz``) at the
         logging steps that are multiples of this; one run on one device only. 0: never.
       clip: the critic's weight-clipping bound, for the diagnostics' weight histograms.
+      run_axis: how several runs share the program: "vmap", "map" (one after another inside
+        it) or "auto", chosen per backend (``gans.sweep.resolve_run_axis``).
     """
 
     dataset: Dataset
@@ -78,6 +80,7 @@ class Run:
     eval_every: int = 0
     diagnose_every: int = 0
     clip: float | None = None
+    run_axis: str = "auto"
 
     def seeds(self) -> list[int]:
         """The seed of every run trained together."""
@@ -95,6 +98,7 @@ class Run:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
+        sweep_lib.resolve_run_axis(self.run_axis)  # Checks the name.
         if self.sweep is not None and self.num_runs > 1:
             raise ValueError("give either several seeds (num_runs) or a sweep, not both.")
         for name in ("checkpoint_every", "eval_every", "diagnose_every"):
@@ -128,12 +132,17 @@ def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callab
 def compile_step(run: Run, num_runs: int, sharded: bool):
     """The train step for ``num_runs`` runs, jitted on one device or pmapped over many."""
     if not sharded:
-        make = train_lib.make_train_step if num_runs == 1 else sweep_lib.make_vmapped_train_step
-        return jax.jit(make(run.step), donate_argnums=0)
+        if num_runs == 1:
+            return jax.jit(train_lib.make_train_step(run.step), donate_argnums=0)
+        step = sweep_lib.make_vmapped_train_step(run.step, run.run_axis)
+        return jax.jit(step, donate_argnums=0)
     devices = parallel.devices(run.num_devices, run.batch_size)
     # Several processes: one pmap over every device of the run, each process feeding its own.
     pstep = train_lib.make_pmapped_train_step(
-        run.step, devices if jax.process_count() == 1 else None, vmapped=num_runs > 1
+        run.step,
+        devices if jax.process_count() == 1 else None,
+        vmapped=num_runs > 1,
+        run_axis=run.run_axis,
     )
 
     def step_fn(state, batches):

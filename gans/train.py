@@ -573,7 +573,11 @@ def make_train_step(
 
 
 def make_pmapped_train_step(
-    config: StepConfig, devices: Sequence[Any] | None = None, *, vmapped: bool = False
+    config: StepConfig,
+    devices: Sequence[Any] | None = None,
+    *,
+    vmapped: bool = False,
+    run_axis: str = "vmap",
 ) -> Callable[[GANState, Mapping[str, Array]], tuple[GANState, Metrics]]:
     """The train step data-parallel over ``devices`` (by default every device of every process).
 
@@ -583,9 +587,12 @@ def make_pmapped_train_step(
     BatchNorm must be built with ``axis_name=gans.parallel.AXIS`` so their statistics are
     those of the global batch. With these, training equals the single-device step on the
     global batch up to float reduction order. ``vmapped`` trains K stacked runs on every
-    device (``gans.sweep``): state ``[devices, K, ...]``, batches ``[devices, K, n_critic, ...]``.
+    device (``gans.sweep``): state ``[devices, K, ...]``, batches ``[devices, K, n_critic, ...]``,
+    their run axis laid out as ``run_axis`` says (``gans.sweep.over_runs``).
     """
+    from gans import sweep  # It builds on this module.
+
     config = dataclasses.replace(config, axis_name=parallel.AXIS)
     step = make_train_step(config)
-    step = jax.vmap(step) if vmapped else step
+    step = sweep.over_runs(step, run_axis) if vmapped else step
     return jax.pmap(step, axis_name=parallel.AXIS, devices=devices, donate_argnums=0)

@@ -178,3 +178,37 @@ def test_pmapped_batchnorm_dcgan_equals_single_device_training():
     )
     assert jax.tree.leaves(single.critic_state) and jax.tree.leaves(single.generator_state)
     assert_same_training(single, single_metrics, pmapped, pmapped_metrics)
+
+
+def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped():
+    from gans import sweep
+
+    config = train.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
+    tx = optax.sgd(0.05)  # One optimizer (static in the state), so the states stack.
+    states = [
+        train.create_state(
+            generator=models.MLPGenerator(out_dim=2, hidden=(16,)),
+            critic=models.MLPCritic(hidden=(16,)),
+            generator_tx=tx,
+            critic_tx=tx,
+            config=config,
+            example=jnp.zeros((16, 2)),
+            key=jax.random.key(k),
+        )
+        for k in range(2)
+    ]
+    devices = parallel.devices(NUM_DEVICES)
+    items = [toy_batches(steps=1, n_critic=2, batch=16, seed=k)[0] for k in range(2)]
+    # [devices, runs, n_critic, B / devices, 2], as gans.runner feeds several runs.
+    batch = jax.tree.map(
+        lambda *a: np.stack(a, axis=1), *[parallel.shard(i, NUM_DEVICES) for i in items]
+    )
+    results = {}
+    for run_axis in ("vmap", "map"):
+        pstep = train.make_pmapped_train_step(config, devices, vmapped=True, run_axis=run_axis)
+        state, metrics = pstep(parallel.replicate(sweep.stack(states), devices), batch)
+        results[run_axis] = parallel.unreplicate(state), parallel.unreplicate(metrics)
+    (by_vmap, vmap_metrics), (by_map, map_metrics) = results["vmap"], results["map"]
+    chex.assert_trees_all_close(by_map.critic_params, by_vmap.critic_params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(map_metrics, vmap_metrics, rtol=1e-5, atol=1e-6)
+    assert vmap_metrics["critic_loss"].shape == (2,)

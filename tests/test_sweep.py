@@ -56,8 +56,8 @@ def step(config=CONFIG):
 
 
 @functools.cache
-def vmapped_step(config=CONFIG):
-    return jax.jit(sweep.make_vmapped_train_step(config))
+def vmapped_step(config=CONFIG, run_axis="vmap"):
+    return jax.jit(sweep.make_vmapped_train_step(config, run_axis))
 
 
 def train_separately(states, data, configs):
@@ -69,9 +69,9 @@ def train_separately(states, data, configs):
     return results
 
 
-def train_together(stacked, data, config=CONFIG):
+def train_together(stacked, data, config=CONFIG, run_axis="vmap"):
     for items in zip(*data):
-        stacked, metrics = vmapped_step(config)(stacked, sweep.stack(list(items)))
+        stacked, metrics = vmapped_step(config, run_axis)(stacked, sweep.stack(list(items)))
     assert all(value.shape == (len(data),) for value in metrics.values())
     return stacked
 
@@ -85,17 +85,19 @@ def assert_runs_equal(stacked, separate):
             )
 
 
-def test_vmapped_seeds_equal_separate_runs():
+@pytest.mark.parametrize("run_axis", ["vmap", "map"])
+def test_seeds_trained_together_equal_separate_runs(run_axis):
     states = [make_state(seed=k) for k in range(3)]
     data = [batches(k) for k in range(3)]
-    stacked = train_together(sweep.stack(states), data)
+    stacked = train_together(sweep.stack(states), data, run_axis=run_axis)
     assert_runs_equal(stacked, train_separately(states, data, [CONFIG] * 3))
     # The runs really differ.
     first, second = (sweep.unstack(stacked, k).critic_params for k in (0, 1))
     assert not np.allclose(jax.tree.leaves(first)[0], jax.tree.leaves(second)[0])
 
 
-def test_swept_penalty_weights_equal_runs_with_those_weights():
+@pytest.mark.parametrize("run_axis", ["vmap", "map"])
+def test_swept_penalty_weights_equal_runs_with_those_weights(run_axis):
     # SGD, as for the learning rates below: under Adam a gradient entry that is zero up to
     # rounding (the batched program sums in another order) moves its weight by a whole step.
     weights = (0.1, 10.0)
@@ -107,7 +109,34 @@ def test_swept_penalty_weights_equal_runs_with_those_weights():
         for w in weights
     ]
     separate = train_separately([state, state], data, configs)
-    assert_runs_equal(train_together(stacked, data), separate)
+    assert_runs_equal(train_together(stacked, data, run_axis=run_axis), separate)
+
+
+def test_the_mapped_run_axis_computes_what_the_vmapped_one_does():
+    states = sweep.stack([make_state(seed=k) for k in range(4)])
+    item = sweep.stack([batches(k)[0] for k in range(4)])
+    (by_vmap, vmap_metrics), (by_map, map_metrics) = (
+        vmapped_step(CONFIG, axis)(states, item) for axis in ("vmap", "map")
+    )
+    for name in ("generator_params", "critic_params", "critic_opt_state", "generator_opt_state"):
+        chex.assert_trees_all_close(
+            getattr(by_map, name), getattr(by_vmap, name), rtol=1e-5, atol=1e-6
+        )
+    chex.assert_trees_all_close(map_metrics, vmap_metrics, rtol=1e-5, atol=1e-6)
+    # The mapped form runs the unbatched step on each run (to float rounding: XLA fuses the
+    # loop's body on its own terms).
+    alone, _ = step()(make_state(seed=2), batches(2)[0])
+    chex.assert_trees_all_close(
+        sweep.unstack(by_map, 2).critic_params, alone.critic_params, rtol=1e-6, atol=1e-7
+    )
+
+
+def test_auto_maps_the_runs_on_cpu_and_vmaps_them_on_accelerators():
+    assert sweep.resolve_run_axis("auto", "cpu") == "map"
+    assert sweep.resolve_run_axis("auto", "gpu") == sweep.resolve_run_axis("auto", "tpu") == "vmap"
+    assert sweep.resolve_run_axis("map", "gpu") == "map"
+    with pytest.raises(ValueError, match="run_axis must be one of auto, vmap, map"):
+        sweep.resolve_run_axis("scan")
 
 
 def test_a_swept_weight_is_the_one_the_runs_penalty_is_computed_with():
