@@ -68,6 +68,12 @@ flags.DEFINE_enum(
     "How --num_runs runs share the program (gans.sweep.resolve_run_axis).",
 )
 flags.DEFINE_integer("width", 0, "Override the toy MLPs' hidden width or DCGAN's base width.")
+flags.DEFINE_integer(
+    "num_devices",
+    1,
+    "Devices to pmap over, the batch split over them (simulate CPU devices with XLA_FLAGS="
+    "--xla_force_host_platform_device_count=N).",
+)
 flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch reference in this run.")
 flags.DEFINE_string(
     "reference_dir",
@@ -98,11 +104,12 @@ TRANSPOSED_LAYERS = ((4, 256, 128), (8, 128, 64), (16, 64, 3))  # The DCGAN-32 g
 STRIDED_LAYERS = ((32, 3, 64), (16, 64, 128), (8, 128, 256))  # The DCGAN-32 critic's.
 
 
-def _build(name: str, batch: int, n_critic: int | None = None, num_runs: int = 1):
-    """The setting's unjitted train step, its initial state and ``n_critic`` real batches.
+def _build(name: str, batch: int, n_critic: int | None = None, num_runs: int = 1, axis_name=None):
+    """The setting's step configuration, its initial state and ``n_critic`` real batches.
 
-    With ``num_runs > 1`` the step trains that many runs (seeds 0, 1, ...) laid out as
-    ``--run_axis`` says, on stacked states and ``[num_runs, n_critic, batch, ...]`` batches.
+    With ``num_runs > 1`` the state holds that many runs (seeds 0, 1, ...), stacked, and the
+    batches are ``[num_runs, n_critic, batch, ...]``. ``axis_name``: the BatchNorm axis of
+    a generator trained under ``pmap``.
     """
     import jax
     import jax.numpy as jnp
@@ -121,13 +128,17 @@ def _build(name: str, batch: int, n_critic: int | None = None, num_runs: int = 1
         z_dim, shape, weight, b1 = 2, (2,), 0.1, 0.5
     elif name == "resnet32":
         generator, critic = models.wgan_gp_cifar_resnet(
-            conv_implementation=FLAGS.conv_implementation
+            conv_implementation=FLAGS.conv_implementation, axis_name=axis_name
         )
         z_dim, shape, weight, b1, learning_rate = 128, (32, 32, 3), 10.0, 0.0, 2e-4
     else:
         implementation = FLAGS.conv_implementation
         generator = models.DCGANGenerator(
-            image_size=32, channels=3, width=width or 64, conv_implementation=implementation
+            image_size=32,
+            channels=3,
+            width=width or 64,
+            conv_implementation=implementation,
+            axis_name=axis_name,
         )
         critic = models.DCGANCritic(
             width=width or 64, normalization="none", conv_implementation=implementation
@@ -155,9 +166,8 @@ def _build(name: str, batch: int, n_critic: int | None = None, num_runs: int = 1
     ]
     real = jax.random.uniform(jax.random.key(1), (num_runs, n_critic, batch) + shape, minval=-1.0)
     if num_runs == 1:
-        return train.make_train_step(config), states[0], {"x": real[0]}
-    step = sweep.make_vmapped_train_step(config, FLAGS.run_axis)
-    return step, sweep.stack(states), {"x": real}
+        return config, states[0], {"x": real[0]}
+    return config, sweep.stack(states), {"x": real}
 
 
 def _build_mode(batch: int, n_critic: int | None, num_runs: int):
@@ -169,7 +179,6 @@ def _build_mode(batch: int, n_critic: int | None, num_runs: int):
 
     from experiments.paper import mode_coverage
     from gans import run as run_lib
-    from gans import sweep, train
 
     settings = mode_coverage.Settings(batch_size=batch)
     run = mode_coverage.build_run("ns_gan", "ring8", settings, num_runs=num_runs)
@@ -177,9 +186,7 @@ def _build_mode(batch: int, n_critic: int | None, num_runs: int):
     items = [run.dataset.batch(0, batch, seed, group=run.n_critic)["x"] for seed in run.seeds()]
     real = jnp.asarray(np.stack([np.asarray(x) for x in items]))
     state = run_lib.initial_state(run)
-    if num_runs == 1:
-        return train.make_train_step(run.step), state, {"x": real[0]}
-    return sweep.make_vmapped_train_step(run.step, run.run_axis), state, {"x": real}
+    return run.step, state, {"x": real[0] if num_runs == 1 else real}
 
 
 def cpu_model() -> str:
@@ -212,9 +219,12 @@ def flops_per_iteration(name: str, batch: int, n_critic: int, num_runs: int = 1)
     """
     import jax
 
+    from gans import train
+
     counts = []
     for n in (1, 2):
-        step, state, batches = _build(name, batch, n)
+        config, state, batches = _build(name, batch, n)
+        step = train.make_train_step(config)
         counts.append(_flops(jax.jit(step).lower(state, batches)))
     return num_runs * (counts[0] + (n_critic - 1) * (counts[1] - counts[0]))
 
@@ -252,14 +262,33 @@ def _program_mb(compiled) -> float | None:
 def time_jax(name: str, batch: int) -> dict:
     import jax
 
-    from gans import sweep
+    from gans import parallel, sweep, train
     from gans.models import layers
 
-    num_runs = FLAGS.num_runs
-    step, state, batches = _build(name, batch, num_runs=num_runs)
+    num_runs, num_devices = FLAGS.num_runs, FLAGS.num_devices
+    axis_name = parallel.AXIS if num_devices > 1 else None
+    config, state, batches = _build(name, batch, num_runs=num_runs, axis_name=axis_name)
     n_critic = batches["x"].shape[1 if num_runs > 1 else 0]
     start = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, batches).compile()
+    if num_devices == 1:
+        if num_runs == 1:
+            step = train.make_train_step(config)
+        else:
+            step = sweep.make_vmapped_train_step(config, FLAGS.run_axis)
+        compiled = jax.jit(step, donate_argnums=0).lower(state, batches).compile()
+    else:  # The global batch split over the devices, as gans.runner trains it.
+        devices = parallel.devices(num_devices, batch)
+        state = parallel.replicate(state, devices)
+        if num_runs == 1:
+            batches = parallel.shard(batches, num_devices)
+        else:
+            runs = [jax.tree.map(lambda a, k=k: a[k], batches) for k in range(num_runs)]
+            shards = [parallel.shard(item, num_devices) for item in runs]
+            batches = jax.tree.map(lambda *a: jax.numpy.stack(a, axis=1), *shards)
+        compiled = train.make_pmapped_train_step(
+            config, devices, vmapped=num_runs > 1, run_axis=FLAGS.run_axis
+        )
+        state, _ = compiled(state, batches)  # pmap compiles on its first call.
     compile_seconds = time.perf_counter() - start
     for _ in range(max(FLAGS.warmup, 1)):
         state, metrics = compiled(state, batches)
@@ -283,7 +312,7 @@ def time_jax(name: str, batch: int) -> dict:
         "num_runs": num_runs,
         "run_axis": sweep.resolve_run_axis(FLAGS.run_axis) if num_runs > 1 else None,
         "width": FLAGS.width or None,
-        "devices": jax.local_device_count(),
+        "devices": num_devices,
         "cpu": cpu_model(),
         "ms_per_iter": round(seconds * 1e3, 3),
         "ms_per_iter_min": round(min(times) * 1e3, 3),
@@ -295,7 +324,7 @@ def time_jax(name: str, batch: int) -> dict:
         "gflops": round(flops / seconds / 1e9, 1),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "peak_fraction": round(flops / seconds / peak, 3),
-        "program_mb": _program_mb(compiled),
+        "program_mb": _program_mb(compiled) if num_devices == 1 else None,
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
@@ -388,7 +417,7 @@ def time_torch(name: str, batch: int) -> dict | None:
         import torch  # noqa: F401
     except ImportError:
         return None
-    if SETTINGS[name][0] is None or FLAGS.num_runs > 1 or FLAGS.width:
+    if SETTINGS[name][0] is None or FLAGS.num_runs > 1 or FLAGS.width or FLAGS.num_devices > 1:
         return None  # No reference: the mode program, several runs or another width.
     folder = pathlib.Path(FLAGS.reference_dir or pathlib.Path.cwd().parent / "shared" / "reference")
     script = folder / SETTINGS[name][0]
@@ -412,7 +441,7 @@ def time_torch(name: str, batch: int) -> dict | None:
 
 def main(argv):
     cli.check_command_line(argv)
-    cli.require_at_least(FLAGS, ("num_runs", "iters", "repeats"))
+    cli.require_at_least(FLAGS, ("num_runs", "num_devices", "iters", "repeats"))
     cli.require_at_least(FLAGS, ("width",), 0)
     known = (*SETTINGS, CONV_SETTING)
     for name in FLAGS.settings:
