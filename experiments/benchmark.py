@@ -314,6 +314,7 @@ def time_jax(name: str, batch: int) -> dict:
         "width": FLAGS.width or None,
         "devices": num_devices,
         "cpu": cpu_model(),
+        "device_kind": jax.devices()[0].device_kind,
         "ms_per_iter": round(seconds * 1e3, 3),
         "ms_per_iter_min": round(min(times) * 1e3, 3),
         "ms_per_run": round(seconds * 1e3 / num_runs, 3),

@@ -91,8 +91,11 @@ def row(result: dict, single_ms: float | None = None) -> str:
     if not _started:
         _started.append(True)
         today = datetime.date.today().isoformat()
+        machine = f"{result['cpu']}, {os.cpu_count()} cores"
+        if result["backend"] != "cpu":
+            machine = f"{result['device_kind']} ({result['backend']}) beside {machine}"
         head = (
-            f"{result['cpu']}, {os.cpu_count()} cores, {result['backend']}, JAX {result['jax']}, "
+            f"{machine}, JAX {result['jax']}, "
             f"{today}\n\n{HEADER}\n" + "|---" * (HEADER.count("|") - 1) + "|\n"
         )
     runs = result["num_runs"]
