@@ -261,6 +261,9 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
         num_runs=num_runs or settings.seeds,
         checkpoint_every=settings.checkpoint_every,
         clip=game.clip,
+        # Vmapped on every backend: at these sizes XLA:CPU's batched products win too (5 NS-GAN
+        # seeds: 0.91x five sequential runs vmapped, 0.98x mapped; experiments.speed_table).
+        run_axis="vmap",
     )
 
 
