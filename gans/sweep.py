@@ -118,9 +118,10 @@ def resolve_run_axis(run_axis: str, backend: str | None = None) -> str:
     """How K runs of one program are laid out: ``"vmap"`` (batched) or ``"map"`` (in turn).
 
     ``"auto"`` is ``"map"`` on CPU and ``"vmap"`` elsewhere. XLA:CPU runs a vmapped program's
-    batched matrix products slower than the same products one run at a time (the toy step of
-    5 vmapped runs cost 1.3x five separate runs on a 2-core EPYC), while a GPU or TPU fills its
-    cores with the K runs at once.
+    batched matrix products slower than the same products one run at a time (on a 2-core Xeon,
+    5 runs of the toy step cost 1.10x five separate runs vmapped and 1.02x mapped, DCGAN-32
+    1.19x and 0.95x; small MLPs are the exception, 0.91x vmapped), while a GPU or TPU fills
+    its cores with the K runs at once.
     """
     if run_axis not in RUN_AXES:
         raise ValueError(f"run_axis must be one of {', '.join(RUN_AXES)}, got {run_axis!r}.")
