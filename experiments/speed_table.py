@@ -35,6 +35,7 @@ flags.DEFINE_string("out", None, "Also append every benchmark JSON line to this 
 flags.DEFINE_integer("iters", 3, "Iterations per timed repeat (experiments.benchmark).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats; the median is reported.")
 flags.DEFINE_list("runs_settings", ["toy", "dcgan32", "mode"], "Settings of the runs grid.")
+flags.DEFINE_list("scaling_settings", ["toy", "dcgan32"], "Settings of the scaling grid.")
 
 RUNS = (1, 5, 8)
 # (setting, flag varied, values): how cost grows with the work.
@@ -135,6 +136,8 @@ def runs_grid(settings, compare_torch: bool = False) -> None:
 def scaling_grid() -> None:
     singles: dict[str, float] = {}
     for setting, name, values in SCALING:
+        if setting not in FLAGS.scaling_settings:
+            continue
         for value in values:
             result = jax_line(benchmark(setting, **{name: value}))
             if name == "num_runs" and value == 1:
