@@ -104,7 +104,9 @@ TRANSPOSED_LAYERS = ((4, 256, 128), (8, 128, 64), (16, 64, 3))  # The DCGAN-32 g
 STRIDED_LAYERS = ((32, 3, 64), (16, 64, 128), (8, 128, 256))  # The DCGAN-32 critic's.
 
 
-def _build(name: str, batch: int, n_critic: int | None = None, num_runs: int = 1, axis_name=None):
+def build_setting(
+    name: str, batch: int, n_critic: int | None = None, num_runs: int = 1, axis_name=None
+):
     """The setting's step configuration, its initial state and ``n_critic`` real batches.
 
     With ``num_runs > 1`` the state holds that many runs (seeds 0, 1, ...), stacked, and the
@@ -223,13 +225,13 @@ def flops_per_iteration(name: str, batch: int, n_critic: int, num_runs: int = 1)
 
     counts = []
     for n in (1, 2):
-        config, state, batches = _build(name, batch, n)
+        config, state, batches = build_setting(name, batch, n)
         step = train.make_train_step(config)
         counts.append(_flops(jax.jit(step).lower(state, batches)))
     return num_runs * (counts[0] + (n_critic - 1) * (counts[1] - counts[0]))
 
 
-def _matmul_timer(size: int):
+def matmul_timer(size: int):
     """Returns a function timing one ``size x size`` float32 product, in FLOP/s."""
     import jax
     import jax.numpy as jnp
@@ -267,7 +269,7 @@ def time_jax(name: str, batch: int) -> dict:
 
     num_runs, num_devices = FLAGS.num_runs, FLAGS.num_devices
     axis_name = parallel.AXIS if num_devices > 1 else None
-    config, state, batches = _build(name, batch, num_runs=num_runs, axis_name=axis_name)
+    config, state, batches = build_setting(name, batch, num_runs=num_runs, axis_name=axis_name)
     n_critic = batches["x"].shape[1 if num_runs > 1 else 0]
     start = time.perf_counter()
     if num_devices == 1:
@@ -293,7 +295,7 @@ def time_jax(name: str, batch: int) -> dict:
     for _ in range(max(FLAGS.warmup, 1)):
         state, metrics = compiled(state, batches)
     jax.block_until_ready(metrics)
-    matmul_flops_per_s = _matmul_timer(FLAGS.peak_size)
+    matmul_flops_per_s = matmul_timer(FLAGS.peak_size)
     times, peaks = [], []
     for _ in range(FLAGS.repeats):
         start = time.perf_counter()

@@ -239,9 +239,10 @@ def critic_objective(
     adversarial = family.discriminator(real_scores, fake_scores, **label_options)
     critic_fn = lambda x: critic(x, labels, state.critic_state)[0][0]
     if config.penalty is not None:
-        penalty, norms = config.penalty(
-            critic_fn, real, fake, penalty_key, axis_name=config.axis_name
-        )
+        with jax.named_scope("penalty"):
+            penalty, norms = config.penalty(
+                critic_fn, real, fake, penalty_key, axis_name=config.axis_name
+            )
     else:
         penalty, norms = jnp.zeros((), jnp.float32), None
         if probe:
@@ -323,9 +324,10 @@ def _critic_update(
     batch_size = jax.tree.leaves(real)[0].shape[0]
     # Fakes share the real batch's labels, so interpolates between them have one label.
     z, codes = _latents(config, z_key, batch_size)
-    fake, g_state = _apply(
-        state.generator, state.generator_params, state.generator_state, (z, *labels), True
-    )
+    with jax.named_scope("generate"):
+        fake, g_state = _apply(
+            state.generator, state.generator_params, state.generator_state, (z, *labels), True
+        )
     fake = jax.lax.stop_gradient(fake)
     inputs = _critic_batch(config, state, real, fake, labels, codes, key, noise_key)
     loss_fn = lambda c_params: critic_objective(config, state, c_params, inputs, keys, probe=probe)
@@ -488,7 +490,8 @@ def train_step(
 
     def critic_body(state, inputs, probe=True):
         batch, k = inputs
-        return _critic_update(config, state, batch, k, probe=probe)
+        with jax.named_scope("critic_update"):
+            return _critic_update(config, state, batch, k, probe=probe)
 
     # Unrolled: XLA:CPU runs convolutions inside a rolled loop body up to 10x slower than the
     # same code laid out straight (measured in BUILD_NOTES.md).
@@ -512,7 +515,8 @@ def train_step(
         }
     # The look-ahead's real batch: the last critic update's, as the unrolled-GAN code reuses it.
     real = _real_input(config, jax.tree.map(lambda a: a[-1], batches))
-    state, generator_metrics = _generator_update(config, state, batch_size, generator_key, real)
+    with jax.named_scope("generator_update"):
+        state, generator_metrics = _generator_update(config, state, batch_size, generator_key, real)
     metrics = {name: jnp.mean(value) for name, value in critic_metrics.items()}
     if config.augment:
         metrics["augment_probability"] = state.augment_probability
