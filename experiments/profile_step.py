@@ -248,6 +248,7 @@ def summarize(
     where = {name: comp for comp, body in computations.items() for name in body}
     by_kind: dict[str, float] = collections.defaultdict(float)
     by_phase: dict[str, float] = collections.defaultdict(float)
+    cross: dict[str, dict[str, float]] = collections.defaultdict(lambda: dict.fromkeys(KINDS, 0.0))
     rows = []
     dot_seconds = dot_total = 0.0
     for name, total in seconds.items():
@@ -260,6 +261,7 @@ def summarize(
         operation_phase = phase(instruction.op_name)
         by_kind[operation_kind] += per_iter
         by_phase[operation_phase] += per_iter
+        cross[operation_phase][operation_kind] += per_iter
         flops = dot_flops(computations, instruction, computation) * calls[name] / iters
         if flops:
             dot_seconds += per_iter
@@ -296,6 +298,9 @@ def summarize(
         "instructions": len(rows),
         "by_kind": share(by_kind),
         "by_phase": share(by_phase),
+        "phase_kind_ms": {
+            part: {k: round(v * 1e3, 2) for k, v in cross[part].items()} for part in by_phase
+        },
         "dot_gflop_per_iter": round(dot_total / 1e9, 4),
         "dot_gflops": round(dot_total / dot_seconds / 1e9, 1) if dot_seconds else None,
         "top": [
@@ -351,20 +356,26 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
 def markdown(profile: Mapping) -> str:
     """A profile as markdown: time by phase and by kind, then the slowest instructions."""
     lines = [
-        (f"{profile['bench']} (batch {profile['batch']}), {profile['cpu']}: "
-        f"{profile['wall_ms_per_iter']:.0f} ms a step, {profile['thread_ms_per_iter']:.0f} "
-        f"thread-ms in {profile['instructions']} operations; matrix products "
-        f"{profile['dot_gflop_per_iter']} GFLOP at {profile['dot_gflops']} GFLOP/s "
-        f"(peak {profile['peak_gflops']})"),
+        (
+            f"{profile['bench']} (batch {profile['batch']}), {profile['cpu']}: "
+            f"{profile['wall_ms_per_iter']:.0f} ms a step, {profile['thread_ms_per_iter']:.0f} "
+            f"thread-ms in {profile['instructions']} operations; matrix products "
+            f"{profile['dot_gflop_per_iter']} GFLOP at {profile['dot_gflops']} GFLOP/s "
+            f"(peak {profile['peak_gflops']})"
+        ),
         "",
     ]
-    for title in ("by_phase", "by_kind"):
-        lines += [f"| {title.replace('_', ' ')} | ms | share |", "|---|---|---|"]
-        lines += [
-            f"| {part} | {value['ms']:.1f} | {100 * value['share']:.1f} % |"
-            for part, value in profile[title].items()
-        ]
-        lines.append("")
+    header = " | ".join(f"{kind} ms" for kind in KINDS)
+    lines += [f"| phase | ms | share | {header} |", "|---" * (3 + len(KINDS)) + "|"]
+    for part, value in profile["by_phase"].items():
+        kinds = " | ".join(f"{profile['phase_kind_ms'][part][kind]:.1f}" for kind in KINDS)
+        lines.append(f"| {part} | {value['ms']:.1f} | {100 * value['share']:.1f} % | {kinds} |")
+    lines += ["", "| kind | ms | share |", "|---|---|---|"]
+    lines += [
+        f"| {part} | {value['ms']:.1f} | {100 * value['share']:.1f} % |"
+        for part, value in profile["by_kind"].items()
+    ]
+    lines.append("")
     lines += [
         "| instruction | kind | phase | ms | MB | GFLOP | shape |",
         "|---|---|---|---|---|---|---|",

@@ -143,7 +143,9 @@ def test_a_traced_toy_step_adds_up(tmp_path):
     # The products' FLOPs, counted from their shapes, are within XLA's count for the step.
     total = profile_flops(16)
     assert 0.5 * total < profile["dot_gflop_per_iter"] * 1e9 <= 1.001 * total
-    assert "| by phase | ms | share |" in result.stdout
+    for part, kinds in profile["phase_kind_ms"].items():
+        assert sum(kinds.values()) == pytest.approx(profile["by_phase"][part]["ms"], abs=0.05)
+    assert "| phase | ms | share | dot ms |" in result.stdout
 
 
 def profile_flops(batch):
