@@ -161,3 +161,18 @@ def profile_flops(batch):
         return benchmark.flops_per_iteration("toy", batch, benchmark.N_CRITIC)
     finally:
         flag_values.width = saved
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--settings=dcgan64",), "unknown setting 'dcgan64'; known settings: toy, dcgan32"),
+        (("--iters=0",), "--iters must be >= 1, got 0"),
+        (("--top=-1",), "--top must be >= 0, got -1"),
+    ],
+)
+def test_bad_input_is_one_sentence(args, message):
+    result = run_experiment("profile_step", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
