@@ -82,6 +82,11 @@ def main(argv: Sequence[str]) -> None:
     cli.check_command_line(argv)
     cli.require_at_least(FLAGS, ("iters", "num_runs"))
     cli.require_at_least(FLAGS, ("top", "width"), 0)
+    if FLAGS.num_devices != 1 or FLAGS.compare_torch:
+        cli.fail(
+            "profile_step traces one device's step and no reference; drop --num_devices and "
+            "--compare_torch (experiments.benchmark times those)."
+        )
     for name in FLAGS.settings:
         if name not in benchmark.SETTINGS:
             cli.fail(f"unknown setting {name!r}; known settings: {', '.join(benchmark.SETTINGS)}.")

@@ -51,6 +51,9 @@ MOVEMENT = frozenset(
     }
 )
 STRUCTURAL = frozenset({"parameter", "constant", "tuple", "get-tuple-element"})
+# Operations that run other computations: their bodies' operations are timed themselves, so
+# an event of the container would count that time twice.
+CONTAINERS = frozenset({"while", "conditional", "call"})
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "f16": 2, "bf16": 2, "s16": 2, "u16": 2}
 _BYTES.update({"f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16})
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+) = (?P<shape>.+?) (?P<op>[\w\-]+)\(")
@@ -152,9 +155,9 @@ def kind(computations, instruction: Instruction) -> str:
         return "data movement"
     if ops & {"reduce", "reduce-window"}:
         return "reduction"
-    if instruction.op == "fusion" or ops <= {"add", "multiply", "subtract", "divide"}:
-        return "elementwise"
-    return "other"
+    if ops & {"custom-call", "rng-bit-generator", "sort", "scatter"}:
+        return "other"
+    return "elementwise"
 
 
 def dot_flops(computations, instruction: Instruction, computation: str) -> int:
@@ -243,6 +246,8 @@ def summarize(
         if computation is None:  # Runtime bookkeeping, not an instruction of the module.
             continue
         instruction = computations[computation][name]
+        if instruction.op in CONTAINERS:
+            continue
         per_iter = total / iters
         operation_kind = kind(computations, instruction)
         operation_phase = phase(instruction.op_name)

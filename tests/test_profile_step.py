@@ -97,6 +97,28 @@ def test_the_name_stack_gives_the_phase(op_name, expected):
     assert profiling.phase(op_name) == expected
 
 
+def test_a_loop_is_timed_by_its_body_not_twice():
+    def loop(x, w):
+        return jax.lax.fori_loop(0, 3, lambda i, x: jnp.tanh(x @ w), x)
+
+    x, w = jnp.ones((8, 8)), jnp.ones((8, 8))
+    text = compiled_text(loop, x, w)
+    computations = profiling.parse_hlo(text)
+    body = {
+        name: instruction
+        for comp in computations.values()
+        for name, instruction in comp.items()
+        if instruction.op in ("while", "fusion", "dot")
+    }
+    (loop_name,) = [name for name, i in body.items() if i.op == "while"]
+    inner = next(name for name, i in body.items() if i.op != "while")
+    summary = profiling.summarize(
+        text, {loop_name: 3.0, inner: 1.0}, {loop_name: 1, inner: 3}, 1, 5
+    )
+    assert summary["thread_ms_per_iter"] == pytest.approx(1000.0)
+    assert [row["instruction"] for row in summary["top"]] == [inner]
+
+
 def test_trace_events_sum_per_instruction():
     events = [
         {"ph": "X", "dur": 1500.0, "args": {"hlo_op": "fusion.1"}},
@@ -140,9 +162,10 @@ def test_a_traced_toy_step_adds_up(tmp_path):
     assert profile["by_kind"]["dot"]["ms"] > 0
     assert len(profile["top"]) == 5
     assert profile["top"][0]["ms"] >= profile["top"][-1]["ms"]
-    # The products' FLOPs, counted from their shapes, are within XLA's count for the step.
+    # The products' FLOPs, counted from their shapes, are within XLA's count for the step and
+    # nearly all of it (93 % at width 64: the rest is activations, penalty and optimiser).
     total = profile["gflop_per_iter"]
-    assert 0.5 * total < profile["dot_gflop_per_iter"] <= 1.001 * total
+    assert 0.9 * total < profile["dot_gflop_per_iter"] <= 1.001 * total
     for part, kinds in profile["phase_kind_ms"].items():
         assert sum(kinds.values()) == pytest.approx(profile["by_phase"][part]["ms"], abs=0.05)
     assert "| phase | ms | share | dot ms |" in result.stdout
@@ -154,6 +177,7 @@ def test_a_traced_toy_step_adds_up(tmp_path):
         (("--settings=dcgan64",), "unknown setting 'dcgan64'; known settings: toy, dcgan32"),
         (("--iters=0",), "--iters must be >= 1, got 0"),
         (("--top=-1",), "--top must be >= 0, got -1"),
+        (("--num_devices=2",), "profile_step traces one device's step and no reference"),
     ],
 )
 def test_bad_input_is_one_sentence(args, message):
