@@ -165,26 +165,6 @@ def check_rows(names: Sequence[str]) -> None:
         raise ValueError(f"give at least one row of: {', '.join(ROWS)}.")
 
 
-def _step_fields() -> set[str]:
-    from gans import train
-
-    return {field.name for field in dataclasses.fields(train.StepConfig)}
-
-
-def check_buildable(names: Sequence[str]) -> None:
-    """Raises ValueError for a row whose remedy ``gans.train.StepConfig`` does not offer yet."""
-    check_rows(names)
-    fields = _step_fields()
-    for name in names:
-        missing = [option for option in ROWS[name].step_options() if option not in fields]
-        if missing:
-            ready = [n for n in ROWS if all(o in fields for o in ROWS[n].step_options())]
-            raise ValueError(
-                f"row {name!r} needs StepConfig.{missing[0]}, which this version of "
-                f"gans.step_config lacks; run the rows {', '.join(ready)}."
-            )
-
-
 def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0):
     """The ``gans.runner.Run`` of one row.
 
@@ -196,7 +176,7 @@ def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0
     """
     from gans import data, models, penalties, runner, train
 
-    check_buildable([name])
+    check_rows([name])
     row = ROWS[name]
     dataset = data.get_dataset(DATASET)
     size, _, channels = dataset.element_shape
@@ -412,7 +392,7 @@ def run_table(
 
     Records go to ``workdir/results.json``; returns them by row.
     """
-    check_buildable(names)
+    check_rows(names)
     workdir, table = pathlib.Path(workdir), pathlib.Path(table)
     workdir.mkdir(parents=True, exist_ok=True)
     results = _read_results(workdir)
