@@ -219,9 +219,14 @@ def test_a_tiny_study_trains_scores_keeps_finished_rows_and_matches_the_runner(t
         log_every=1,
         checkpoint_every=0,
     )
-    table = tmp_path / "table.md"
+    table, picture = tmp_path / "table.md", tmp_path / "samples.png"
     shown = stacked_digits.run_table(
-        ["ns_gan"], tiny, workdir=tmp_path / "runs", table=table, log=lambda line: None
+        ["ns_gan"],
+        tiny,
+        workdir=tmp_path / "runs",
+        table=table,
+        picture=picture,
+        log=lambda line: None,
     )
     record = shown["ns_gan"]
     assert record["seeds"] == [0, 1] and record["seconds_per_step"] > 0
@@ -231,8 +236,13 @@ def test_a_tiny_study_trains_scores_keeps_finished_rows_and_matches_the_runner(t
     # The bound is measured on as many real stacks: 600 draws cover 1000 (1 - e^-0.6) = 451.
     assert saved["bound"]["num_samples"] == 600 and 400 < saved["bound"]["real_modes"] < 500
     assert "| ours, 2 steps, 2 seeds | DCGAN, 8x8 digits | NS-GAN (DCGAN) |" in table.read_text()
-    redrawn = tmp_path / "redrawn.md"
-    stacked_digits.redraw(["ns_gan"], tiny, workdir=tmp_path / "runs", table=redrawn, command="c")
+    # The picture is drawn from the last checkpoints: redrawn, it is the same file.
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    redrawn, repictured = tmp_path / "redrawn.md", tmp_path / "redrawn.png"
+    stacked_digits.redraw(
+        ["ns_gan"], tiny, workdir=tmp_path / "runs", table=redrawn, picture=repictured, command="c"
+    )
+    assert repictured.read_bytes() == picture.read_bytes()
     ours = [line for line in table.read_text().splitlines() if line.startswith("| ours")]
     assert ours and [line for line in redrawn.read_text().splitlines() if line in ours] == ours
     # Run again: the finished row is kept, not retrained.

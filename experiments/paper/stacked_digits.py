@@ -17,8 +17,9 @@ n_critic 5, Adam 1e-4, beta1 0, beta2 0.9 as in Gulrajani et al., 2017), PacGAN'
 samples (PacDCGAN2) and the unrolled GAN with 5 look-ahead critic steps, 3 seeds each, every row
 one vmapped program (``gans.runner``). The DCGAN at 8x8 has one stride-2 stage in each player
 (PacGAN's at 28x28: four). Each finished row rewrites the table (``--table``) beside the
-published Stacked-MNIST rows; re-running the command keeps finished rows and resumes unfinished
-ones from their checkpoints; ``--redraw`` rewrites the table from the records alone.
+published Stacked-MNIST rows, and the picture of seed 0's samples of every row (``--picture``);
+re-running the command keeps finished rows and resumes unfinished ones from their checkpoints;
+``--redraw`` rewrites both from the records and the last checkpoints, training nothing.
 
 Departures from the VEEGAN setting of PacGAN's code (``stacked_MNIST_experiments/
 VEEGAN_experiment/config.py``: batch 64, Adam 2e-4 with beta1 0.5, z of 100 dims, 50 epochs of
@@ -365,6 +366,50 @@ def write_table(
     temporary.replace(path)
 
 
+def save_picture(
+    records: dict[str, dict[str, Any]],
+    settings: Settings,
+    workdir: pathlib.Path,
+    path: pathlib.Path,
+    num: int = 64,
+) -> None:
+    """One panel per row: ``num`` samples of seed 0's last checkpoint, with its modes and KL.
+
+    The panel shows the first ``num`` of the samples ``score`` counted (the same latents).
+    """
+    import jax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gans import runner, sampling, visualize
+
+    fig, axes = plt.subplots(1, len(records), figsize=(3.2 * len(records), 3.6), squeeze=False)
+    for ax, (name, record) in zip(axes[0], records.items()):
+        run = build_run(name, settings)
+        states, step = runner.restore(run, workdir / name)
+        seed = record["seeds"][0]
+        key = jax.random.key(seed + 4)
+        samples, _ = sampling.draw_samples(run.step, states[0], settings.num_samples, key)
+        ax.imshow(visualize.image_grid(samples[:num], columns=8), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        first = record["runs"][0]
+        ax.set_title(
+            f"{ROWS[name].label}\nseed {seed}, step {step:,}: "
+            f"{int(first['modes'])} modes, KL {first['kl']:.2f}",
+            fontsize=8,
+        )
+    fig.suptitle(
+        f"{num} samples of seed 0 (each 8x8 image: one digit per colour channel)", fontsize=9
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 RESULTS_FILE = "results.json"
 
 
@@ -385,10 +430,12 @@ def run_table(
     *,
     workdir: str | pathlib.Path,
     table: str | pathlib.Path,
+    picture: str | pathlib.Path | None = None,
     command: str = "python -m experiments.paper.stacked_digits",
     log=print,
 ) -> dict[str, dict[str, Any]]:
-    """Trains every row not finished with these settings, rewriting the table after each.
+    """Trains every row not finished with these settings, rewriting the table (and the picture,
+    unless None) after each.
 
     Records go to ``workdir/results.json``; returns them by row.
     """
@@ -416,6 +463,8 @@ def run_table(
         _write_results(workdir, results)
         shown = {n: results["rows"][n] for n in names if n in results["rows"]}
         write_table(shown, results["bound"], table, settings, command)
+        if picture is not None:
+            save_picture(shown, settings, workdir, pathlib.Path(picture))
         log(
             f"done {name} in {(record['train_seconds'] + record['score_seconds']) / 60:.1f} min:"
             f" modes {[r['modes'] for r in record['runs']]}, "
@@ -433,9 +482,11 @@ def redraw(
     *,
     workdir: str | pathlib.Path,
     table: str | pathlib.Path,
+    picture: str | pathlib.Path | None = None,
     command: str,
 ) -> dict[str, dict[str, Any]]:
-    """Rewrites the table of the rows ``names`` from ``workdir``'s records, training nothing."""
+    """Rewrites the table of the rows ``names`` from ``workdir``'s records (and the picture,
+    unless None, from their checkpoints), training nothing."""
     check_rows(names)
     workdir = pathlib.Path(workdir)
     if not (workdir / RESULTS_FILE).is_file():
@@ -445,6 +496,8 @@ def redraw(
     results = _read_results(workdir)
     shown = {n: results["rows"][n] for n in names if n in results["rows"]}
     write_table(shown, results["bound"], pathlib.Path(table), settings, command)
+    if picture is not None and shown:
+        save_picture(shown, settings, workdir, pathlib.Path(picture))
     return shown
 
 
@@ -471,8 +524,13 @@ def _define_flags() -> None:
     flags.DEFINE_string(
         "table", "experiments/results/paper_stacked_digits.md", "The markdown table to write."
     )
+    flags.DEFINE_string(
+        "picture", "experiments/results/paper_stacked_digits.png", "The sample picture to write."
+    )
     flags.DEFINE_bool(
-        "redraw", False, "Only rewrite the table from --workdir's results (same flags otherwise)."
+        "redraw",
+        False,
+        "Only rewrite the table and picture from --workdir's results (same flags otherwise).",
     )
     flags.mark_flag_as_required("workdir")
 
@@ -495,14 +553,22 @@ def main(argv: Sequence[str]) -> None:
     start = time.perf_counter()
     try:
         if FLAGS.redraw:
-            redraw(FLAGS.rows, settings, workdir=FLAGS.workdir, table=FLAGS.table, command=command)
-            print(f"table: {FLAGS.table}")
+            redraw(
+                FLAGS.rows,
+                settings,
+                workdir=FLAGS.workdir,
+                table=FLAGS.table,
+                picture=FLAGS.picture,
+                command=command,
+            )
+            print(f"table: {FLAGS.table}, picture: {FLAGS.picture}")
             return
         run_table(
             FLAGS.rows,
             settings,
             workdir=FLAGS.workdir,
             table=FLAGS.table,
+            picture=FLAGS.picture,
             command=command,
             log=lambda line: print(line, flush=True),
         )
@@ -514,7 +580,8 @@ def main(argv: Sequence[str]) -> None:
         # The rows finished so far are in results.json; the same command resumes the rest.
         print(str(e), file=sys.stderr, flush=True)
         sys.exit(128 + e.signal_number)
-    print(f"all done in {(time.perf_counter() - start) / 60:.1f} min; table: {FLAGS.table}")
+    minutes = (time.perf_counter() - start) / 60
+    print(f"all done in {minutes:.1f} min; table: {FLAGS.table}, picture: {FLAGS.picture}")
 
 
 if __name__ == "__main__":
