@@ -373,9 +373,11 @@ def save_picture(
     path: pathlib.Path,
     num: int = 64,
 ) -> None:
-    """One panel per row: ``num`` samples of seed 0's last checkpoint, with its modes and KL.
+    """A panel of real stacks of held-out digits, then one per row: ``num`` samples of seed 0's
+    last checkpoint, with its modes and KL.
 
-    The panel shows the first ``num`` of the samples ``score`` counted (the same latents).
+    A row's panel shows the first ``num`` of the samples ``score`` counted (the same latents);
+    the real panel the first ``num`` stacks that ``accuracy_bound`` scored.
     """
     import jax
     import matplotlib
@@ -384,27 +386,33 @@ def save_picture(
     import matplotlib.pyplot as plt
 
     from gans import runner, sampling, visualize
+    from gans.data import stacked
+    from gans.metrics import digits_classifier
 
-    fig, axes = plt.subplots(1, len(records), figsize=(3.2 * len(records), 3.6), squeeze=False)
-    for ax, (name, record) in zip(axes[0], records.items()):
+    split = digits_classifier.digits_split(8)
+    indices = stacked.stack_indices(0, 0, num, len(split.held_out_images))
+    real, _ = stacked.stack(split.held_out_images, split.held_out_labels, indices)
+    panels = {"real stacks of held-out digits": real}
+    for name, record in records.items():
         run = build_run(name, settings)
         states, step = runner.restore(run, workdir / name)
         seed = record["seeds"][0]
         key = jax.random.key(seed + 4)
         samples, _ = sampling.draw_samples(run.step, states[0], settings.num_samples, key)
-        ax.imshow(visualize.image_grid(samples[:num], columns=8), interpolation="nearest")
+        first = record["runs"][0]
+        title = (
+            f"{ROWS[name].label}\nseed {seed}, step {step:,}: "
+            f"{int(first['modes'])} modes, KL {first['kl']:.2f}"
+        )
+        panels[title] = samples[:num]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.9), squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels.items()):
+        ax.imshow(visualize.image_grid(images, columns=8), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        first = record["runs"][0]
-        ax.set_title(
-            f"{ROWS[name].label}\nseed {seed}, step {step:,}: "
-            f"{int(first['modes'])} modes, KL {first['kl']:.2f}",
-            fontsize=8,
-        )
-    fig.suptitle(
-        f"{num} samples of seed 0 (each 8x8 image: one digit per colour channel)", fontsize=9
-    )
-    fig.tight_layout()
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(f"{num} images each (8x8: one digit per colour channel)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
