@@ -559,27 +559,18 @@ def main(argv: Sequence[str]) -> None:
     from gans import runner
 
     start = time.perf_counter()
+    where = {
+        "workdir": FLAGS.workdir,
+        "table": FLAGS.table,
+        "picture": FLAGS.picture,
+        "command": command,
+    }
     try:
         if FLAGS.redraw:
-            redraw(
-                FLAGS.rows,
-                settings,
-                workdir=FLAGS.workdir,
-                table=FLAGS.table,
-                picture=FLAGS.picture,
-                command=command,
-            )
+            redraw(FLAGS.rows, settings, **where)
             print(f"table: {FLAGS.table}, picture: {FLAGS.picture}")
             return
-        run_table(
-            FLAGS.rows,
-            settings,
-            workdir=FLAGS.workdir,
-            table=FLAGS.table,
-            picture=FLAGS.picture,
-            command=command,
-            log=lambda line: print(line, flush=True),
-        )
+        run_table(FLAGS.rows, settings, **where, log=lambda line: print(line, flush=True))
     except ValueError as e:  # Resume errors (another run's workdir) are ValueErrors too.
         cli.fail(str(e))
     except runner.NonFiniteError as e:
