@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 from cli import FLAGS, run_experiment
 
-from experiments.paper import stacked_digits
+from experiments.paper import stacked_digits, stacked_digits_report
 from gans import data, runner, sampling
 from gans.data import stacked
 from gans.metrics import digits_classifier
@@ -159,7 +159,7 @@ def test_the_table_renders_ours_the_real_data_and_the_published_rows(tmp_path):
     }
     path = tmp_path / "table.md"
     settings = stacked_digits.Settings(steps=2000)
-    stacked_digits.write_table(records, BOUND, path, settings, "python -m x")
+    stacked_digits_report.write_table(records, BOUND, path, settings, "python -m x")
     text = path.read_text()
     assert "- **Not the protocol: 2,000 generator steps, not 100,000.**" in text
     assert (
@@ -172,7 +172,7 @@ def test_the_table_renders_ours_the_real_data_and_the_published_rows(tmp_path):
     assert "| VEEGAN T2 | DCGAN, 28x28 | DCGAN | 99 | 3.4 |" in text
     assert "| PacGAN T2 | VEEGAN's | PacDCGAN2 | 1000.0 ± 0.00 | 0.06 ± 0.003 |" in text
     assert "98.9 % of the held-out digits" in text and "96.8 %" in text
-    assert stacked_digits.departures(stacked_digits.Settings()) == []
+    assert stacked_digits_report.departures(stacked_digits.Settings()) == []
 
 
 def test_rows_are_data_and_bad_names_are_one_sentence():
