@@ -173,6 +173,11 @@ def test_the_table_renders_ours_the_real_data_and_the_published_rows(tmp_path):
     assert "| PacGAN T2 | VEEGAN's | PacDCGAN2 | 1000.0 ± 0.00 | 0.06 ± 0.003 |" in text
     assert "98.9 % of the held-out digits" in text and "96.8 %" in text
     assert stacked_digits_report.departures(stacked_digits.Settings()) == []
+    changed = stacked_digits.Settings(steps=20000, dcgan_lr=1e-4)
+    assert stacked_digits_report.departures(changed) == [
+        "20,000 generator steps, not 100,000",
+        "the DCGAN rows' Adam rate 0.0001, not 0.0002",
+    ]
 
 
 def test_rows_are_data_and_bad_names_are_one_sentence():

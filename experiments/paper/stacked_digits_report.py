@@ -83,7 +83,9 @@ def departures(settings: Settings) -> list[str]:
         if value != published:
             changes.append(f"{value:,} {what}, not {published:,}")
     if settings.dcgan_lr != protocol.dcgan_lr:
-        changes.append(f"the DCGAN rows' Adam rate {settings.dcgan_lr:g}, not 0.0002")
+        changes.append(
+            f"the DCGAN rows' Adam rate {settings.dcgan_lr:g}, not {protocol.dcgan_lr:g}"
+        )
     return changes
 
 
