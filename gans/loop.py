@@ -24,6 +24,7 @@ import json
 import math
 import pathlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -216,6 +217,26 @@ class MetricsLog(PeriodicAction):
         self.last = moment.lines
 
 
+def _import_tensorboardx():
+    """``tensorboardX``, imported where a loop runs, without the PyTorch it would import.
+
+    Where PyTorch is installed, ``import tensorboardX`` imports it too (1.1 s of every command's
+    start) only to accept its tensors; the loop writes numbers and numpy arrays. A ``None`` in
+    ``sys.modules`` makes ``import torch`` raise ImportError for that one import, which
+    tensorboardX handles by leaving PyTorch out. A program that imported PyTorch keeps it.
+    """
+    if "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
 class TensorBoard(PeriodicAction):
     """Each run's ``tensorboard/``: its record as text when it starts, its log lines as
     scalars, and the pictures and histograms other actions wrote, at their steps.
@@ -242,8 +263,7 @@ class TensorBoard(PeriodicAction):
         sample_every: int = 0,
         config: dict[str, Any] | None = None,
     ):
-        import tensorboardX  # Only where a loop runs: it is slow to import.
-
+        tensorboardX = _import_tensorboardx()
         super().__init__(every)
         self.workdirs, self.sample_every = list(workdirs), sample_every
         # Events past the checkpoint resumed from (written before a kill) are hidden; a fresh

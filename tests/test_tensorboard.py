@@ -192,3 +192,24 @@ def test_an_experiment_takes_jax_flags_and_still_checks_its_own():
     done = run_experiment("wgan_gp", "--jax_platforms=cpu", "--steps=0", "--workdir=unused")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == "error: --steps must be >= 1, got 0."
+
+
+def test_the_loop_imports_tensorboardx_without_pytorch_and_leaves_pytorch_importable():
+    # PyTorch is installed here (the test extra): tensorboardX would import it, 1.1 s of every
+    # command's start, only to accept its tensors.
+    program = (
+        "import sys; from gans import loop; tb = loop._import_tensorboardx(); "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "import torch; assert torch.zeros(2).numpy().tolist() == [0.0, 0.0]; "
+        "print(tb.__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        check=False,
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "tensorboardX"
