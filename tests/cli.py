@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -21,13 +22,19 @@ def environment(devices: int = 1, **extra: str) -> dict[str, str]:
     flags += f" --xla_force_host_platform_device_count={devices}"
     # Most XLA optimisations off: these runs check behaviour, not speed, and compile in about
     # half the time (16.6 s -> 9.5 s for a digits run); the library tests keep them on.
-    return dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=flags.strip(),
-        JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    # The session's compilation cache (tests/conftest.py), every program in it however short
+    # its compile: the many small op-by-op programs are most of what recurs between commands.
+    cache = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    if os.environ.get("GANS_TESTS_COMPILATION_CACHE"):
+        cache["JAX_COMPILATION_CACHE_DIR"] = os.environ["GANS_TESTS_COMPILATION_CACHE"]
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": flags.strip(),
+        "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+        **cache,
         **extra,
-    )
+    }
 
 
 def run_experiment(module, *args, cwd=ROOT, devices=1, wait=True, env=None):
@@ -50,3 +57,46 @@ def assert_same_metrics(a: list[dict], b: list[dict]) -> None:
     for x, y in zip(a, b):
         for name, value in x.items():
             assert value == pytest.approx(y[name], rel=1e-4, abs=1e-5), name
+
+
+class CommandServer:
+    """Runs experiment commands as ``run_experiment`` does, each in a process forked from one
+    that imported JAX and the library once (``tests/command_server.py``): for tables of commands
+    that fail in their first second, where importing would be most of each one's time."""
+
+    def __init__(self, devices: int = 1):
+        self.env = environment(devices)
+        self.process = subprocess.Popen(
+            [sys.executable, str(pathlib.Path(__file__).with_name("command_server.py"))],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, module, *args, cwd=ROOT) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as outputs:
+            stdout, stderr = pathlib.Path(outputs, "stdout"), pathlib.Path(outputs, "stderr")
+            request = {
+                "module": module,
+                "args": [str(arg) for arg in args],
+                "cwd": str(cwd),
+                "env": self.env,
+                "stdout": str(stdout),
+                "stderr": str(stderr),
+            }
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline()
+            assert answer, "the command server stopped"
+            return subprocess.CompletedProcess(
+                [module, *args],
+                json.loads(answer)["returncode"],
+                stdout.read_text(),
+                stderr.read_text(),
+            )
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)

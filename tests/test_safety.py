@@ -1,6 +1,7 @@
 """Safety: bad input is refused in one sentence, NaNs stop a run, kills and restarts lose nothing.
 
-The bad-input table is README's "Safety" table: every row runs the command a user would, and
+The bad-input table is README's "Safety" table: every row runs the command a user would, in a
+process of its own (forked from one that imported JAX once: the ``commands`` fixture), and
 checks one sentence naming the problem, a non-zero exit, no traceback, and a workdir left
 exactly as it was.
 """
@@ -362,7 +363,7 @@ def test_the_table_has_at_least_25_rows_with_distinct_names():
 
 
 @pytest.mark.parametrize("row", BAD_INPUTS, ids=lambda row: row.what)
-def test_bad_input_is_one_clear_sentence_and_touches_nothing(tmp_path, row, request):
+def test_bad_input_is_one_clear_sentence_and_touches_nothing(tmp_path, row, request, commands):
     workdir = tmp_path / "run"
     workdir.mkdir()
     (workdir / "notes.txt").write_text("mine")
@@ -373,9 +374,7 @@ def test_bad_input_is_one_clear_sentence_and_touches_nothing(tmp_path, row, requ
     args = [arg.format(tmp=tmp_path) for arg in row.args]
     # From the test's directory, so that nothing written to the current one (where an empty
     # path points) escapes the snapshot.
-    result = run_experiment(
-        row.module, f"--workdir={target}", *args, cwd=tmp_path, devices=row.devices
-    )
+    result = commands(row.module, f"--workdir={target}", *args, cwd=tmp_path, devices=row.devices)
     assert result.returncode != 0
     assert row.message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
