@@ -200,6 +200,7 @@ def _batches(n_critic=1, batch=8):
 GP = dict(penalty="gradient_penalty", penalty_options=(("weight", 10.0),))
 
 
+@pytest.mark.slow
 def test_a_step_at_probability_zero_is_the_step_without_augmentation():
     plain = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, **GP)
     off = train.StepConfig(

@@ -17,6 +17,7 @@ def benchmark_lines(*args, devices=1):
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_k_runs_in_either_layout_do_k_times_one_runs_work():
     lines = {}
     for args in (
@@ -39,6 +40,7 @@ def test_k_runs_in_either_layout_do_k_times_one_runs_work():
         )
 
 
+@pytest.mark.slow
 def test_the_batch_splits_over_simulated_devices():
     (line,) = benchmark_lines("--settings=toy", "--width=16", "--num_devices=4", devices=4)
     assert line["devices"] == 4 and line["batch"] == 16 and line["width"] == 16

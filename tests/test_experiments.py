@@ -47,8 +47,30 @@ def module_of(flagfile: str) -> str:
     return next(module for module in MODULES if flagfile.startswith(module + "_"))
 
 
-@pytest.mark.parametrize("flagfile", TRAINING_FLAGFILES)
-def test_two_steps_from_the_flagfile(tmp_path, flagfile):
+def _one_flagfile_per_experiment_first() -> list:
+    """Every training flagfile; the default tier keeps one per experiment, the slow tier
+    (``-m slow``) has the rest.
+
+    The one kept is the experiment's 8gaussians flagfile, else its DCGAN digits one: the step
+    of a 2-D MLP compiles in a second, that of a DCGAN in ten and of a ResNet in twenty
+    (SNGAN's flagfiles are all ResNets: they run in the slow tier only).
+    """
+    by_experiment = {}
+    for name in TRAINING_FLAGFILES:
+        by_experiment.setdefault(module_of(name), []).append(name)
+    kept = {
+        min(names, key=lambda n: (not n.endswith("_8gaussians.cfg"), not n.endswith("_digits.cfg")))
+        for experiment, names in by_experiment.items()
+        if experiment != "sngan"
+    }
+    return [
+        name if name in kept else pytest.param(name, marks=pytest.mark.slow)
+        for name in TRAINING_FLAGFILES
+    ]
+
+
+@pytest.mark.parametrize("flagfile", _one_flagfile_per_experiment_first())
+def test_two_steps_from_the_flagfile(tmp_path, flagfile, commands):
     module = module_of(flagfile)
     workdir = tmp_path / "run"
     # The shared training tricks ride along, so every experiment is shown to accept them.
@@ -59,7 +81,7 @@ def test_two_steps_from_the_flagfile(tmp_path, flagfile):
     tricks += OFFLINE.get(flagfile.removesuffix(".cfg").rsplit("_", 1)[-1], [])
     if module == "sngan" or "--model=resnet" in (FLAGS / flagfile).read_text():
         tricks += RESNET_SHRUNK
-    result = run_experiment(
+    result = commands(
         module, f"--flagfile={FLAGS / flagfile}", f"--workdir={workdir}", *TINY, *tricks
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,6 +114,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_one_device_eight_devices_and_two_processes_of_four_train_alike(tmp_path):
     # SGD keeps the comparison at float tolerance: Adam turns a rounding-level difference in a
     # near-zero gradient into a whole step (see tests/test_parallel.py).
@@ -125,6 +148,7 @@ def test_one_device_eight_devices_and_two_processes_of_four_train_alike(tmp_path
     assert_same_metrics(metric_lines(workdir), metric_lines(tmp_path / "one"))
 
 
+@pytest.mark.slow
 def test_several_seeds_train_as_one_program_each_in_its_own_directory(tmp_path):
     workdir = tmp_path / "runs"
     args = [f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}", *TINY, "--num_runs=2"]
@@ -143,6 +167,7 @@ def test_several_seeds_train_as_one_program_each_in_its_own_directory(tmp_path):
     assert_same_metrics(metric_lines(workdir / "run_1"), metric_lines(tmp_path / "alone"))
 
 
+@pytest.mark.slow
 def test_a_run_resumes_is_scored_and_sampled_from_its_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     args = [f"--flagfile={FLAGS / 'cgan_8gaussians.cfg'}", *TINY, f"--workdir={workdir}"]
@@ -174,6 +199,7 @@ def test_a_run_resumes_is_scored_and_sampled_from_its_checkpoint(tmp_path):
     assert refused.returncode != 0 and "exists; choose another --out" in refused.stderr
 
 
+@pytest.mark.slow
 def test_augmentation_ada_and_consistency_from_the_command_line(tmp_path):
     workdir = tmp_path / "run"
     result = run_experiment(
@@ -198,6 +224,7 @@ def test_augmentation_ada_and_consistency_from_the_command_line(tmp_path):
     assert "augment p 0.500" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_infogan_run_is_sampled_for_one_category_of_its_code(tmp_path):
     workdir = tmp_path / "run"
     args = [f"--flagfile={FLAGS / 'infogan_8gaussians.cfg'}", *TINY, f"--workdir={workdir}"]
@@ -219,4 +246,6 @@ def test_an_infogan_run_is_sampled_for_one_category_of_its_code(tmp_path):
     refused = run_experiment(
         "sample", f"--workdir={workdir}", "--num=5", f"--out={tmp_path / 'c.npy'}", "--label=99"
     )
-    assert refused.returncode == 2 and "--label needs a conditional or InfoGAN run" in refused.stderr
+    assert (
+        refused.returncode == 2 and "--label needs a conditional or InfoGAN run" in refused.stderr
+    )

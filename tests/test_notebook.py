@@ -308,6 +308,7 @@ class FakeExtractor:
         return self.outputs(images)[0]
 
 
+@pytest.mark.slow
 def test_notebook_trains_on_eight_devices_resumes_and_refuses_other_settings(
     tmp_path, monkeypatch, capsys, fake_release
 ):

@@ -188,6 +188,7 @@ def digits_folder(tmp_path_factory) -> pathlib.Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_folder_trains_resumes_exactly_and_is_evaluated(tmp_path, digits_folder):
     args = [
         f"--dataset=folder:{digits_folder}",
@@ -232,6 +233,7 @@ def test_a_folder_trains_resumes_exactly_and_is_evaluated(tmp_path, digits_folde
     assert scores["features"] == "digits classifier" and scores["fid"] > 0
 
 
+@pytest.mark.slow
 def test_sample_sets_score_as_the_metrics_say(tmp_path, digits_folder):
     # The reference's own images as PNG samples: precision and recall near 1, FID near the
     # floor; the same set as an .npz gives the same scores.

@@ -11,6 +11,7 @@ from experiments.paper import critic_surfaces, gradient_depth
 from gans import models, train
 
 
+@pytest.mark.slow
 def test_critic_surfaces_runs_from_its_flagfile_and_draws_the_grid(tmp_path):
     out = tmp_path / "surfaces.png"
     result = run_experiment(
@@ -29,6 +30,7 @@ def test_critic_surfaces_runs_from_its_flagfile_and_draws_the_grid(tmp_path):
     assert out.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_gradient_depth_runs_from_its_flagfile_and_draws_both_panels(tmp_path):
     out = tmp_path / "depth.png"
     result = run_experiment(

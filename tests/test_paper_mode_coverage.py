@@ -73,6 +73,7 @@ def _redraw_from_the_command_line(results: pathlib.Path, out: pathlib.Path, *fla
 
 
 # One test for the costly part: under pytest-xdist a shared fixture would train once per worker.
+@pytest.mark.slow
 def test_end_to_end_and_seed_k_of_the_vmapped_program_is_the_single_run_of_seed_k(tmp_path):
     # The whole table on tiny settings: DRAGAN on ring-8, 2 seeds as one vmapped program.
     results = tmp_path / "results.json"

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from gans import diagnostics, losses, models, train
 
@@ -97,6 +98,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_experiment_writes_the_curves_and_the_figure(tmp_path):
     out = tmp_path / "out"
     result = _run(

@@ -158,6 +158,7 @@ def test_every_random_trick_is_device_count_invariant(trick):
     assert_same_training(*result)
 
 
+@pytest.mark.slow
 def test_pmapped_batchnorm_dcgan_equals_single_device_training():
     # BatchNorm in both players (no penalty, as the DCGAN guideline allows): statistics are
     # averaged over the device axis, so they are the global batch's.
@@ -180,6 +181,7 @@ def test_pmapped_batchnorm_dcgan_equals_single_device_training():
     assert_same_training(single, single_metrics, pmapped, pmapped_metrics)
 
 
+@pytest.mark.slow
 def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped():
     from gans import sweep
 

@@ -132,6 +132,7 @@ def test_trace_events_sum_per_instruction():
     assert calls == {"fusion.1": 2, "copy.2": 1}
 
 
+@pytest.mark.slow
 def test_a_traced_toy_step_adds_up(tmp_path):
     out = tmp_path / "profile.jsonl"
     result = run_experiment(

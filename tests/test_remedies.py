@@ -148,6 +148,7 @@ def _vdot(a, b):
     return sum(jnp.vdot(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_unrolled_generator_gradient_matches_finite_differences():
     with jax.enable_x64(True):
         config = train.StepConfig(loss="non_saturating", z_dim=2, unroll_steps=2)

@@ -467,6 +467,7 @@ def wait_for_step(workdir, process, step, timeout=240):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigint_and_sigterm_save_a_checkpoint_and_a_second_writer_is_refused(tmp_path):
     workdir = tmp_path / "run"
     # Checkpoints only when stopped.
@@ -492,6 +493,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_a_second_writer_is_refused(tmp
         assert [line["step"] for line in metric_lines(workdir)] == list(range(1, step + 1))
 
 
+@pytest.mark.slow
 def test_twenty_kills_at_random_moments_lose_and_repeat_nothing(tmp_path):
     args = [*TOY, "--steps=400", "--checkpoint_every=4"]
     # Restarts reuse the compiled step, so that the kills land in training, not in compiling.
@@ -547,6 +549,7 @@ def test_the_same_seed_gives_the_same_bits_and_another_seed_does_not(tmp_path):
     assert all(x["critic_loss"] != y["critic_loss"] for x, y in zip(first, other))
 
 
+@pytest.mark.slow
 def test_the_same_seed_on_eight_devices_gives_the_same_bits(tmp_path):
     for name in ("a", "b"):
         runner.train_and_evaluate(make_run(num_devices=8), tmp_path / name)

@@ -316,6 +316,7 @@ def _sigmas(model_state):
     return [entry["sigma"] for entry in _spectral_entries(model_state).values()]
 
 
+@pytest.mark.slow
 def test_pmapped_spectral_norm_dcgan_equals_single_device_training():
     if jax.local_device_count() < NUM_DEVICES:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
@@ -340,6 +341,7 @@ def test_pmapped_spectral_norm_dcgan_equals_single_device_training():
     assert_same_training(single, single_metrics, pmapped, pmapped_metrics)
 
 
+@pytest.mark.slow
 def test_vmapped_runs_keep_their_own_spectral_vectors():
     config = train.StepConfig(loss="wasserstein", z_dim=4)
     make = lambda seed: train.create_state(

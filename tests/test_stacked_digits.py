@@ -213,6 +213,7 @@ def test_bad_input_to_the_study_is_one_sentence_and_touches_nothing(tmp_path, ar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_a_tiny_study_trains_scores_keeps_finished_rows_and_matches_the_runner(tmp_path, cache_dir):
     tiny = stacked_digits.Settings(
         steps=2,

@@ -112,6 +112,7 @@ def test_swept_penalty_weights_equal_runs_with_those_weights(run_axis):
     assert_runs_equal(train_together(stacked, data, run_axis=run_axis), separate)
 
 
+@pytest.mark.slow
 def test_the_mapped_run_axis_computes_what_the_vmapped_one_does():
     states = sweep.stack([make_state(seed=k) for k in range(4)])
     item = sweep.stack([batches(k)[0] for k in range(4)])
@@ -181,6 +182,7 @@ def test_swept_learning_rates_equal_runs_at_those_rates(name):
     assert_runs_equal(train_together(stacked, data), train_separately(separate, data, [CONFIG] * 2))
 
 
+@pytest.mark.slow
 def test_swept_clip_bounds_hold_per_run_and_equal_separate_runs():
     bounds = (0.01, 0.05)
     config = train.StepConfig(loss="wasserstein", z_dim=4)

@@ -127,6 +127,7 @@ def test_the_same_seed_gives_the_same_step_and_another_seed_does_not():
     assert float(ma["critic_loss"]) != float(mc["critic_loss"])
 
 
+@pytest.mark.slow
 def test_batchnorm_models_train_and_update_their_statistics():
     generator = models.DCGANGenerator(image_size=16, channels=1, width=4)
     critic = models.DCGANCritic(width=4, normalization="batch")

@@ -111,6 +111,7 @@ def test_annealed_tricks_decay_linearly_to_zero(field, metric, value):
     )
 
 
+@pytest.mark.slow
 def test_msg_gan_trains_under_a_pytree_gradient_penalty():
     real_transform = functools.partial(models.image_pyramid, num_scales=3)
     config = train.StepConfig(
@@ -186,6 +187,7 @@ def test_spectral_norm_bounds_every_layer_and_trains(critic, x):
     assert "spectral_stats" in new.critic_state
 
 
+@pytest.mark.slow
 def test_average_pooling_critic_and_no_max_pooling():
     critic = models.DCGANCritic(width=4, downsampling="avgpool")
     x = jax.random.normal(jax.random.key(0), (3, 16, 16, 1))

@@ -290,6 +290,7 @@ def test_n_batches_in_one_call_equal_n_calls_of_one():
     np.testing.assert_allclose(grouped_metrics["loss"], np.mean(losses), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_weight_average_moves_by_one_minus_decay_and_decodes_the_samples():
     config = vae.VAEConfig(ema_decay=0.9)
     state = vae.create_vae_state(
