@@ -33,8 +33,11 @@ def dataset_from_flags():
 
     options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
     if FLAGS.data_fraction != 1.0:
-        if FLAGS.dataset not in ("digits", "stacked_digits"):
-            raise UserError(f"--data_fraction applies to the digits, not {FLAGS.dataset}.")
+        if FLAGS.dataset not in ("digits", "mnist5k", "stacked_digits"):
+            raise UserError(
+                f"--data_fraction applies to digits, mnist5k and stacked_digits, not "
+                f"{FLAGS.dataset}."
+            )
         options["fraction"] = FLAGS.data_fraction
     is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)
     if is_tfds:

@@ -175,7 +175,9 @@ def test_batches_have_the_documented_shapes_and_types(name):
         assert set(item) == {"x"}
     else:
         assert item["y"].shape == (GROUP, BATCH_SIZE) and item["y"].dtype == np.int32
-    assert (dataset.mixture is None) == (name in ("swissroll", "digits", "stacked_digits"))
+    assert (dataset.mixture is None) == (
+        name in ("swissroll", "digits", "stacked_digits", "mnist5k")
+    )
 
 
 # Digits has 1797 // 64 = 28 items per epoch, so its case resumes mid-epoch and crosses one.
@@ -276,6 +278,7 @@ def test_unknown_dataset_lists_the_known_ones():
         "grid25",
         "digits",
         "stacked_digits",
+        "mnist5k",
         "mnist",
         "fashion_mnist",
         "cifar10",

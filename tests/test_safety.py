@@ -232,6 +232,11 @@ BAD_INPUTS = [
     ),
     # Baselines: ResNets, spectral norm, augmentation.
     Bad(
+        "mnist5k at a size it does not serve",
+        ("--dataset=mnist5k", "--image_size=30"),
+        "mnist5k's image_size must be one of (16, 28, 32, 64)",
+    ),
+    Bad(
         "unknown augmentation",
         ("--dataset=digits", "--augment=rotate"),
         "unknown augmentation 'rotate'",
@@ -264,7 +269,11 @@ BAD_INPUTS = [
         "drop --clip or --spectral_norm",
     ),
     Bad("zero data fraction", ("--data_fraction=0",), "--data_fraction must be in (0, 1]"),
-    Bad("data fraction of 2-D data", ("--data_fraction=0.5",), "applies to the digits"),
+    Bad(
+        "data fraction of 2-D data",
+        ("--data_fraction=0.5",),
+        "--data_fraction applies to digits, mnist5k and stacked_digits, not 8gaussians",
+    ),
     # The VAE.
     Bad("VAE with a GAN flag", ("--label_smoothing=0.1",), "the VAE has no critic", "vae"),
     Bad("VAE with n_critic", ("--n_critic=2",), "--n_critic is a GAN flag", module="vae"),

