@@ -12,6 +12,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = ROOT / "experiments" / "flags"
 # Shrunk so that a run is seconds: the flagfile still sets everything else.
+# The session's compilation cache directory for commands, set by tests/conftest.py.
+COMPILATION_CACHE_ENV = "GANS_TESTS_COMPILATION_CACHE"
 TINY = ["--steps=2", "--log_every=1", "--width=16", "--batch_size=16", "--sample_every=0"]
 
 
@@ -25,8 +27,8 @@ def environment(devices: int = 1, **extra: str) -> dict[str, str]:
     # The session's compilation cache (tests/conftest.py), every program in it however short
     # its compile: the many small op-by-op programs are most of what recurs between commands.
     cache = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    if os.environ.get("GANS_TESTS_COMPILATION_CACHE"):
-        cache["JAX_COMPILATION_CACHE_DIR"] = os.environ["GANS_TESTS_COMPILATION_CACHE"]
+    if os.environ.get(COMPILATION_CACHE_ENV):
+        cache["JAX_COMPILATION_CACHE_DIR"] = os.environ[COMPILATION_CACHE_ENV]
     return {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -75,13 +77,13 @@ class CommandServer:
             text=True,
         )
 
-    def run(self, module, *args, cwd=ROOT) -> subprocess.CompletedProcess:
+    def run(self, module, *args, cwd=None) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as outputs:
             stdout, stderr = pathlib.Path(outputs, "stdout"), pathlib.Path(outputs, "stderr")
             request = {
                 "module": module,
                 "args": [str(arg) for arg in args],
-                "cwd": str(cwd),
+                "cwd": str(ROOT if cwd is None else cwd),
                 "env": self.env,
                 "stdout": str(stdout),
                 "stderr": str(stderr),

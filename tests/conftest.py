@@ -14,24 +14,23 @@ import shutil
 import tempfile
 
 import pytest
-from cli import CommandServer
+from cli import COMPILATION_CACHE_ENV, CommandServer
 
 _DEVICES = "--xla_force_host_platform_device_count=8"
 if _DEVICES not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES}".strip()
 
-# Read by tests/cli.py; inherited by the test workers, which the controller starts after this.
-SUBPROCESS_CACHE = "GANS_TESTS_COMPILATION_CACHE"
-
 
 def pytest_configure(config):
+    # The controller makes the commands' compilation cache; the test workers, started after
+    # this, inherit the environment.
     if not hasattr(config, "workerinput"):
-        os.environ[SUBPROCESS_CACHE] = tempfile.mkdtemp(prefix="gans-tests-xla-cache-")
+        os.environ[COMPILATION_CACHE_ENV] = tempfile.mkdtemp(prefix="gans-tests-xla-cache-")
 
 
 def pytest_unconfigure(config):
     if not hasattr(config, "workerinput"):
-        shutil.rmtree(os.environ.pop(SUBPROCESS_CACHE), ignore_errors=True)
+        shutil.rmtree(os.environ.pop(COMPILATION_CACHE_ENV), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +44,7 @@ def commands():
     def run(module, *args, cwd=None, devices=1):
         if devices not in servers:
             servers[devices] = CommandServer(devices)
-        return servers[devices].run(module, *args, **({} if cwd is None else {"cwd": cwd}))
+        return servers[devices].run(module, *args, cwd=cwd)
 
     yield run
     for server in servers.values():
