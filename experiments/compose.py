@@ -27,16 +27,20 @@ def _schedule(learning_rate: float):
     return learning_rate
 
 
+# The finite, labelled sets held in memory, which can keep a class-balanced fraction.
+FRACTION_DATASETS = ("digits", "mnist5k", "stacked_digits", "stacked_mnist5k")
+
+
 def dataset_from_flags():
     """The dataset the flags name, with its options."""
     from gans import data
 
     options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
     if FLAGS.data_fraction != 1.0:
-        if FLAGS.dataset not in ("digits", "mnist5k", "stacked_digits"):
+        if FLAGS.dataset not in FRACTION_DATASETS:
             raise UserError(
-                f"--data_fraction applies to digits, mnist5k and stacked_digits, not "
-                f"{FLAGS.dataset}."
+                f"--data_fraction applies to {', '.join(FRACTION_DATASETS[:-1])} and "
+                f"{FRACTION_DATASETS[-1]}, not {FLAGS.dataset}."
             )
         options["fraction"] = FLAGS.data_fraction
     is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)

@@ -166,9 +166,11 @@ def evaluate_samples():
     total = _num_examples(reference_set)
     num = min(FLAGS.num or 10_000, total)
     reference = np.asarray(reference_set.batch(0, num, FLAGS.seed)["x"][0])
-    extractor = evaluation.extractor_for(reference_set.element_shape, _extractor())
+    extractor = evaluation.extractor_for(
+        reference_set.element_shape, _extractor(), reference_set.scoring
+    )
     result = evaluation.set_quality(samples, reference, extractor)
-    network = "Inception" if FLAGS.inception_weights else "digits classifier"
+    network = "Inception" if FLAGS.inception_weights else f"{extractor.source} classifier"
     result = {"samples": len(samples), "reference": num, "features": network, **result}
     print(
         f"{len(samples)} samples against {num} images of {FLAGS.dataset} ({network} features): "

@@ -1,14 +1,16 @@
 """Sample quality of a run's generator, by the metrics its data allows.
 
-Digits: digits-FID, KID, precision and recall on the features of the framework's own digits
-classifier, class coverage, and the real-vs-real FID floor. Stacked digits: the modes covered
-of 1,000 and the KL of their histogram from uniform (``gans.metrics.stacked``). Gaussian
-mixtures: modes captured, high-quality samples, reverse KL and the exact Wasserstein-1 distance
-to real samples (with its real-vs-real floor). Other images: FID, KID, precision, recall and
-the Inception Score on the Inception network's features given its weights, else, for one-channel
-images at a digits size, on the digits classifier's (``extractor_for``). Used by
-``experiments.evaluate`` on checkpoints and sample sets (``set_quality``) and by the training
-loop every ``Run.eval_every`` steps.
+A data set says how it is scored (``Dataset.scoring``, ``Dataset.mixture``); nothing here
+switches on its name. Digits sets (sklearn's digits, MNIST): FID, KID, precision and recall on
+the features of the framework's own classifier for that set
+(``gans.metrics.digits_classifier``), class coverage, and the real-vs-real FID floor. Stacked
+digits: the modes covered of 1,000 and the KL of their histogram from uniform
+(``gans.metrics.stacked``). Gaussian mixtures: modes captured, high-quality samples, reverse KL
+and the exact Wasserstein-1 distance to real samples (with its real-vs-real floor). Other
+images: FID, KID, precision, recall and the Inception Score on the Inception network's features
+given its weights, else, for one-channel images at a digits size, on the digits classifier's
+(``extractor_for``). Used by ``experiments.evaluate`` on checkpoints and sample sets
+(``set_quality``) and by the training loop every ``Run.eval_every`` steps.
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ def _real_vs_real(dataset, num: int, seed: int) -> float:
 
 def supported(dataset) -> bool:
     """Whether ``sample_quality`` has metrics for ``dataset`` without Inception weights."""
-    if dataset.mixture is not None or dataset.name in ("digits", "stacked_digits"):
+    if dataset.mixture is not None:
         return True
     shape = dataset.element_shape
+    if dataset.scoring is not None:
+        sizes = digits_classifier.source(dataset.scoring.classifier).image_sizes
+        return shape[0] in sizes
     return len(shape) == 3 and shape[2] == 1 and shape[0] in IMAGE_SIZES
 
 
@@ -65,8 +70,9 @@ def sample_quality(
       run: the ``runner.Run`` that trained ``state``.
       state: one run's ``GANState``.
       key: the samples' randomness (default: derived from the seed).
-      num: samples to score (default: 360 for digits, the held-out split's size; 26,000 for
-        stacked digits, as in VEEGAN and PacGAN; for mixtures the run's ``num_samples``, 2,500
+      num: samples to score (default: about the held-out split's size for digits sets, 360
+        for sklearn's and 1,000 for MNIST; 26,000 for stacked digits, as in VEEGAN and PacGAN;
+        for mixtures the run's ``num_samples``, 2,500
         by default as in PacGAN; 10,000 otherwise).
       inception: a ``gans.metrics.inception.InceptionExtractor`` for other image datasets:
         FID, KID, precision and recall on its pool features and the Inception score, beside
@@ -89,18 +95,28 @@ def sample_quality(
         result["wasserstein_1"] = transport.wasserstein_1(samples, real)
         result["wasserstein_1_real_vs_real"] = _real_vs_real(dataset, num, seed)
         return result
-    if dataset.name == "digits":
-        num = num or 360
-        samples, _ = sampling.draw_samples(run.step, state, num, key)
-        result = digits_classifier.digits_sample_quality(samples)
-        result["fid_real_vs_real"] = digits_classifier.digits_fid_floor(dataset.element_shape[0])
-        return result
-    if dataset.name == "stacked_digits":
+    scoring, size = dataset.scoring, dataset.element_shape[0]
+    if scoring is not None:
+        classifier = digits_classifier.classifier_for(scoring, size)
+        if classifier is None:
+            sizes = digits_classifier.source(scoring.classifier).image_sizes
+            raise ValueError(
+                f"{dataset.name}'s classifier reads images of side "
+                f"{', '.join(map(str, sizes))}, not {size}: train at one of those "
+                "--image_size values to score it."
+            )
+    if scoring is not None and scoring.stacked:
         num = num or stacked.NUM_SAMPLES
         samples, _ = sampling.draw_samples(run.step, state, num, key)
-        classifier = digits_classifier.load_digits_classifier(dataset.element_shape[0])
         result = stacked.stacked_mode_scores(samples, classifier)
         return {"modes": result["modes"], "kl": result["kl"]}
+    if scoring is not None:
+        name = scoring.classifier
+        num = num or digits_classifier.source(name).num_samples
+        samples, _ = sampling.draw_samples(run.step, state, num, key)
+        result = digits_classifier.digits_sample_quality(samples, source_name=name)
+        result["fid_real_vs_real"] = digits_classifier.digits_fid_floor(size, source_name=name)
+        return result
     if len(dataset.element_shape) == 3:
         extractor = extractor_for(dataset.element_shape, inception)
         num = num or 10_000
@@ -134,9 +150,10 @@ def compare_features(
     }
 
 
-def extractor_for(element_shape: tuple[int, ...], inception=None):
+def extractor_for(element_shape: tuple[int, ...], inception=None, scoring=None):
     """The network whose features compare images of ``element_shape``: Inception given its
-    weights, else the digits classifier for one-channel images at a digits size.
+    weights, else the classifier that the data set's ``scoring`` names (one digit per image),
+    else the sklearn digits classifier for one-channel images at a digits size.
 
     Raises:
       ValueError: other images without Inception weights.
@@ -144,6 +161,10 @@ def extractor_for(element_shape: tuple[int, ...], inception=None):
     if inception is not None:
         return inception
     size, _, channels = element_shape
+    if scoring is not None and not scoring.stacked:
+        classifier = digits_classifier.classifier_for(scoring, size)
+        if classifier is not None:
+            return classifier
     if channels == 1 and size in IMAGE_SIZES:
         return digits_classifier.load_digits_classifier(size)
     raise ValueError(

@@ -196,14 +196,26 @@ def code_purity(
     key: jax.Array,
     per_category: int = 100,
 ) -> dict[str, Any]:
-    """InfoGAN: how well the categorical code picks out classes, judged by nearest real images."""
-    from gans.metrics import classes
+    """InfoGAN: how well the categorical code picks out classes.
+
+    Each sample's class is read by the data set's own classifier where its ``scoring`` names
+    one for its image size (sklearn's digits, MNIST), else taken from its nearest real image
+    (pixel distance).
+    """
+    from gans.metrics import classes, digits_classifier
 
     info = config.info
     categories = jnp.repeat(jnp.arange(info.num_categories), per_category)
     z_key, code_key = jax.random.split(jax.random.fold_in(key, 1))
     z = jax.random.normal(z_key, (len(categories), config.z_dim))
     samples = _largest(train_lib.generate(state, _inputs(config, z, code_key, categories)))
-    labels = classes.nearest_neighbour_labels(samples, dataset.images, dataset.labels)
+    scoring = dataset.scoring
+    classifier = None
+    if scoring is not None and not scoring.stacked:
+        classifier = digits_classifier.classifier_for(scoring, dataset.element_shape[0])
+    if classifier is not None:
+        labels = classifier.predict(samples)
+    else:
+        labels = classes.nearest_neighbour_labels(samples, dataset.images, dataset.labels)
     result = classes.category_purity(np.asarray(categories), labels, dataset.num_classes)
     return {"code_purity": result["purity"], "code_distinct_classes": result["distinct"]}

@@ -176,8 +176,10 @@ def test_batches_have_the_documented_shapes_and_types(name):
     else:
         assert item["y"].shape == (GROUP, BATCH_SIZE) and item["y"].dtype == np.int32
     assert (dataset.mixture is None) == (
-        name in ("swissroll", "digits", "stacked_digits", "mnist5k")
+        name in ("swissroll", "digits", "stacked_digits", "mnist5k", "stacked_mnist5k")
     )
+    # Every image set here is scored by a classifier of its own; the 2-D sets by their modes.
+    assert (dataset.scoring is None) == (len(dataset.element_shape) == 1)
 
 
 # Digits has 1797 // 64 = 28 items per epoch, so its case resumes mid-epoch and crosses one.
@@ -279,6 +281,7 @@ def test_unknown_dataset_lists_the_known_ones():
         "digits",
         "stacked_digits",
         "mnist5k",
+        "stacked_mnist5k",
         "mnist",
         "fashion_mnist",
         "cifar10",

@@ -47,7 +47,7 @@ def test_held_out_accuracy_is_at_least_95_percent(classifier):
 def test_second_load_reads_the_cache_and_does_not_retrain(classifier, cache_dir, monkeypatch):
     assert dc.cache_path(8, cache_dir).exists()
 
-    def fail(image_size):
+    def fail(image_size, source_name):
         raise AssertionError("retrained although the cache holds valid parameters")
 
     monkeypatch.setattr(dc, "train_digits_classifier", fail)
@@ -63,9 +63,9 @@ def test_another_version_is_retrained_into_the_same_parameters(
     shutil.copy(dc.cache_path(8, cache_dir), dc.cache_path(8, tmp_path))
     train, calls = dc.train_digits_classifier, []
 
-    def spy(image_size):
+    def spy(image_size, source_name):
         calls.append(image_size)
-        return train(image_size)
+        return train(image_size, source_name)
 
     monkeypatch.setattr(dc, "train_digits_classifier", spy)
     monkeypatch.setattr(dc, "VERSION", dc.VERSION + "-next")
@@ -82,7 +82,7 @@ def test_a_cache_file_missing_fields_is_retrained(classifier, tmp_path, monkeypa
     # As written before the feature statistics joined the file.
     stale = {"version": dc.VERSION, "image_size": 8, "params": classifier.params}
     dc.cache_path(8, tmp_path).write_bytes(dc.flax.serialization.msgpack_serialize(stale))
-    monkeypatch.setattr(dc, "train_digits_classifier", lambda image_size: classifier)
+    monkeypatch.setattr(dc, "train_digits_classifier", lambda image_size, source_name: classifier)
     assert dc.load_digits_classifier(8, tmp_path) is classifier
 
 

@@ -93,7 +93,9 @@ def test_a_flagfile_moves_between_tfds_mnist_and_mnist5k_by_its_dataset():
         mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True),
     ):
         for options in ({}, {"image_size": 32}):
-            from_tfds = data.get_dataset("mnist", **options).batch(5, 16, seed=2, group=2)
-            ours = data.get_dataset("mnist5k", **options).batch(5, 16, seed=2, group=2)
+            full = data.get_dataset("mnist", **options)
+            ours = data.get_dataset("mnist5k", **options)
+            assert full.scoring == ours.scoring == data.Scoring("mnist5k")
+            from_tfds, ours = full.batch(5, 16, seed=2, group=2), ours.batch(5, 16, seed=2, group=2)
             np.testing.assert_array_equal(from_tfds["y"], ours["y"])
             np.testing.assert_array_equal(from_tfds["x"], ours["x"])

@@ -272,7 +272,8 @@ BAD_INPUTS = [
     Bad(
         "data fraction of 2-D data",
         ("--data_fraction=0.5",),
-        "--data_fraction applies to digits, mnist5k and stacked_digits, not 8gaussians",
+        "--data_fraction applies to digits, mnist5k, stacked_digits and stacked_mnist5k, not "
+        "8gaussians",
     ),
     # The VAE.
     Bad("VAE with a GAN flag", ("--label_smoothing=0.1",), "the VAE has no critic", "vae"),

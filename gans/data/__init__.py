@@ -11,6 +11,7 @@ run resumed at step k asks for item k and sees, bit for bit, the stream it would
 import abc
 import collections
 import concurrent.futures
+import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Iterator
@@ -32,6 +33,25 @@ from gans.data.toy import (
 _INT32_LIMIT = 2**31  # Toy seeds and indices enter a jitted sampler as int32.
 
 
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """How a data set's samples are scored: the feature network that reads them, and how.
+
+    ``gans.evaluation`` looks it up on the data set instead of switching on its name.
+
+    Attributes:
+      classifier: The digits set whose classifier reads the samples, a key of
+        ``gans.metrics.digits_classifier.SOURCES`` (``"digits"``, ``"mnist5k"``): its features
+        give FID, KID, precision and recall, its labels class coverage.
+      stacked: Each of a sample's channels is one digit and the sample's mode is their
+        number, ``100 d0 + 10 d1 + d2`` (Stacked MNIST): samples are scored by modes covered
+        of 1,000 and KL from uniform (``gans.metrics.stacked``).
+    """
+
+    classifier: str
+    stacked: bool = False
+
+
 class Dataset(abc.ABC):
     """A source of real data, addressed by item index rather than consumed by state.
 
@@ -41,12 +61,15 @@ class Dataset(abc.ABC):
         for stacked digits.
       num_classes: Number of labels, or None for unlabelled data.
       mixture: The Gaussian mixture behind a toy set, for mode-coverage metrics; else None.
+      scoring: How its samples are scored by a feature network of the framework's own
+        (`Scoring`); None where none reads them (Inception's features may, given weights).
     """
 
     name: str
     element_shape: tuple[int, ...]
     num_classes: int | None = None
     mixture: GaussianMixture | None = None
+    scoring: Scoring | None = None
 
     @abc.abstractmethod
     def batch(
@@ -182,6 +205,7 @@ class DigitsDataset(LabelledImages):
     """sklearn's 1,797 digits (`gans.data.digits`): 8x8, or upsampled to 16 or 32."""
 
     name = "digits"
+    scoring = Scoring("digits")
 
     def __init__(self, image_size: int = 8, fraction: float = 1.0):
         super().__init__(*load_digits(image_size), fraction)
@@ -192,28 +216,41 @@ class MNIST5kDataset(LabelledImages):
     MNIST is, or resized to 16, 32 or 64 as the TFDS ``mnist`` pipeline resizes."""
 
     name = "mnist5k"
+    scoring = Scoring("mnist5k")
 
     def __init__(self, image_size: int | None = None, fraction: float = 1.0):
         super().__init__(*mnist5k.load(image_size), fraction)
+
+
+# The one-channel digits sets that stacks are made of: name -> (load, default image size).
+_DIGIT_SETS = {"digits": (load_digits, 8), "mnist5k": (mnist5k.load, mnist5k.SIDE)}
 
 
 class StackedDigitsDataset(Dataset):
     """Three digits drawn independently per example, one per channel: 1,000 modes.
 
     Each example is ``[S, S, 3]`` in [-1, 1], channel ``c`` one of the digits (as
-    `DigitsDataset` gives them), and its label ``"y"`` is the mode ``100 d0 + 10 d1 + d2``. Item
-    ``index`` is one draw of ``group * batch_size`` stacks, a pure function of ``(seed, index)``
-    (``gans.data.stacked.stack_indices``): resumed or read on any host, it is the same item.
+    `DigitsDataset` or `MNIST5kDataset` gives them), and its label ``"y"`` is the mode
+    ``100 d0 + 10 d1 + d2``. Item ``index`` is one draw of ``group * batch_size`` stacks, a pure
+    function of ``(seed, index)`` (``gans.data.stacked.stack_indices``): resumed or read on any
+    host, it is the same item.
+
+    ``--dataset=stacked_digits`` stacks sklearn's 8x8 digits (the quick variant);
+    ``--dataset=stacked_mnist5k`` stacks the 5,000 MNIST digits, Stacked MNIST at 28x28x3 (or
+    16, 32, 64) as Metz et al., VEEGAN and PacGAN build it from MNIST.
 
     With ``fraction < 1`` the channels draw from ``digits_subset(fraction)`` only.
     """
 
-    name = "stacked_digits"
     num_classes = stacked.NUM_MODES
 
-    def __init__(self, image_size: int = 8, fraction: float = 1.0):
-        images, labels = load_digits(image_size)
+    def __init__(
+        self, image_size: int | None = None, fraction: float = 1.0, digits: str = "digits"
+    ):
+        load, default_size = _DIGIT_SETS[digits]
+        images, labels = load(default_size if image_size is None else image_size)
         kept = digits_subset(fraction, labels)
+        self.name, self.scoring = f"stacked_{digits}", Scoring(digits, stacked=True)
         # Not ``images`` and ``labels``: those name one-channel examples of the data set itself
         # (InfoGAN's code purity matches samples against them).
         self.digit_images, self.digit_labels = images[kept], labels[kept]
@@ -328,6 +365,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": DigitsDataset,
     "mnist5k": MNIST5kDataset,
     "stacked_digits": StackedDigitsDataset,
+    "stacked_mnist5k": functools.partial(StackedDigitsDataset, digits="mnist5k"),
 }
 
 TFDS_PREFIX = "tfds:"  # "tfds:svhn_cropped" names any TFDS image dataset.
@@ -386,6 +424,7 @@ __all__ = [
     "FOLDER_PREFIX",
     "IMAGE_SIZES",
     "NPZ_PREFIX",
+    "Scoring",
     "TFDS_DATASETS",
     "TFDS_PREFIX",
     "Dataset",

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 
-from gans.data import TFDS_PREFIX, Dataset, _check_request, process_item_indices
+from gans.data import TFDS_PREFIX, Dataset, Scoring, _check_request, process_item_indices
 from gans.data.images import centre_crop, resize, to_model_range
 
 # Options of the registered names; a caller's options override them.
@@ -132,6 +132,9 @@ class TFDSDataset(Dataset):
             label.num_classes if isinstance(label, tfds.features.ClassLabel) else None
         )
         self.element_shape = self._output_shape(image.shape)
+        if tfds_name.split(":")[0] == "mnist":
+            # The pixels of --dataset=mnist5k (gans.data.mnist5k), so its classifier reads them.
+            self.scoring = Scoring("mnist5k")
         try:
             self._source = builder.as_data_source(split=split)
         except NotImplementedError as error:  # Prepared as TFRecord, which has no random access.
