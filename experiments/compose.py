@@ -293,7 +293,7 @@ def build_run():
     _check_flags()  # Before importing JAX: a typo is reported at once.
     import jax
 
-    from gans import models, parallel, penalties, runner, train
+    from gans import models, parallel, penalties, runner, train, unrolled
 
     penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
     sweep = _sweep()
@@ -369,6 +369,9 @@ def build_run():
             clip=clip,
             optimistic=FLAGS.optimistic,
             sweepable=sweep is not None,
+            # The look-ahead differentiates through the critic's Adam: sqrt(nu) at nu = 0 has
+            # an infinite derivative (dead ReLU units); gans.unrolled says why this fixes it.
+            eps_root=unrolled.EPS_ROOT if FLAGS.unroll_steps else 0.0,
         )
         critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
         generator_tx = optimizer(FLAGS.generator_lr)

@@ -67,6 +67,7 @@ def make_optimizer(
     clip: float | None = None,
     optimistic: bool = False,
     sweepable: bool = False,
+    eps_root: float = 0.0,
 ) -> optax.GradientTransformation:
     """An optax optimizer by name, optionally followed by WGAN weight clipping.
 
@@ -84,15 +85,19 @@ def make_optimizer(
       optimistic: optimistic updates (Daskalakis et al., 2018), which damp the rotation of
         the two-player game: optax's ``optimistic_adam_v2`` or ``optimistic_gradient_descent``.
       sweepable: keep the learning-rate factor and clip bound in the state, as above.
+      eps_root: Adam's constant inside the square root, ``sqrt(nu + eps_root)``: a positive
+        one keeps the update differentiable where ``nu`` is 0, as the unrolled GAN's
+        look-ahead needs (``gans.unrolled.EPS_ROOT``). RMSProp's ``eps`` is inside the root
+        already; SGD has none.
     """
     if optimistic and name not in ("adam", "sgd"):
         raise ValueError(f"optimistic updates exist for adam and sgd, not {name!r}.")
     if name == "adam" and optimistic:
-        tx = optax.optimistic_adam_v2(learning_rate, b1=b1, b2=b2)
+        tx = optax.optimistic_adam_v2(learning_rate, b1=b1, b2=b2, eps_root=eps_root)
     elif name == "sgd" and optimistic:
         tx = optax.optimistic_gradient_descent(learning_rate)
     elif name == "adam":
-        tx = optax.adam(learning_rate, b1=b1, b2=b2)
+        tx = optax.adam(learning_rate, b1=b1, b2=b2, eps_root=eps_root)
     elif name == "rmsprop":
         tx = optax.rmsprop(learning_rate, decay=decay, eps=1e-8)
     elif name == "sgd":

@@ -12,9 +12,13 @@ update; only the generator's loss looks ahead, and the look-ahead is thrown away
 
 ``look_ahead`` is that recursion for any loss and any optax optimizer. It is differentiable in
 whatever the loss closes over (the generator's samples), so ``jax.grad`` of a loss evaluated at
-its result is the unrolled gradient. Through Adam the recursion divides by ``sqrt(nu)``: a
-parameter whose gradient and second moment are exactly zero gives an infinite derivative, and
-training stops at the first non-finite metric rather than continuing.
+its result is the unrolled gradient. Through Adam the recursion divides by ``sqrt(nu)``, whose
+derivative is infinite at ``nu = 0``: a parameter whose gradient is exactly zero (a dead ReLU
+unit, a bias feeding one) turns ``0 * inf`` into NaN in the generator's gradient. The critic's
+Adam is therefore built with ``sqrt(nu + EPS_ROOT)`` for unrolled runs (optax's ``eps_root``,
+``make_optimizer(..., eps_root=EPS_ROOT)``, as ``--unroll_steps`` does): the derivative is then
+finite, the zero passes through as zero, and the update moves by less than float32 resolves
+wherever ``nu`` is above ``EPS_ROOT * 2**24``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ import optax
 from gans import parallel
 
 PyTree = Any
+
+# Adam's constant inside the root for unrolled runs (see the module's note); 1e-8 ** 2, so that
+# sqrt(EPS_ROOT) is Adam's own eps.
+EPS_ROOT = 1e-16
 
 
 def look_ahead(

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from gans import losses, packing, parallel, penalties, train, unrolled
-from gans.models import DCGANCritic, MLPCritic, MLPGenerator
+from gans.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator
 from gans.models.layers import minibatch_std
 from tests.test_parallel import assert_same_training, toy_batches, train_both_ways
 
@@ -181,6 +181,60 @@ def test_unrolled_generator_gradient_matches_finite_differences():
         # Through the look-ahead, not at a fixed look-ahead critic: the second-order term counts.
         frozen = _vdot(jax.grad(functools.partial(generator_loss, stop=True))(params), direction)
         assert abs(float(frozen - analytic)) > 1e-3 * abs(float(analytic))
+
+
+def _unrolled_adam_steps(generator, critic, real, eps_root, steps=1, dead_unit=False):
+    """``steps`` unrolled (2 look-ahead updates) NS-GAN steps with Adam on both players."""
+    config = train.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=2)
+    tx = train.make_optimizer("adam", 1e-3, b1=0.5, eps_root=eps_root)
+    state = train.create_state(
+        generator=generator,
+        critic=critic,
+        generator_tx=tx,
+        critic_tx=tx,
+        config=config,
+        example=real,
+        key=jax.random.key(0),
+    )
+    if dead_unit:  # The first hidden unit never fires: its gradients are exactly zero.
+        params = jax.tree.map(lambda a: a, state.critic_params)
+        params["Dense_0"]["bias"] = params["Dense_0"]["bias"].at[0].set(-1e3)
+        state = state.replace(critic_params=params)
+    step = jax.jit(train.make_train_step(config))
+    for _ in range(steps):
+        state, metrics = step(state, {"x": real[None]})
+    return state, metrics
+
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def test_unrolling_through_adam_on_a_relu_critic_needs_eps_root():
+    # Adam's sqrt(nu) has an infinite derivative at nu = 0, the second moment of a dead ReLU
+    # unit: 0 * inf is NaN in the generator's gradient. sqrt(nu + EPS_ROOT) keeps it finite.
+    real = jax.random.normal(jax.random.key(1), (8, 2))
+
+    def nets():
+        return MLPGenerator(out_dim=2, hidden=(8,)), MLPCritic(hidden=(8,))
+
+    broken, _ = _unrolled_adam_steps(*nets(), real, eps_root=0.0, dead_unit=True)
+    assert not _finite(broken.generator_params)
+    fixed, metrics = _unrolled_adam_steps(
+        *nets(), real, eps_root=unrolled.EPS_ROOT, steps=3, dead_unit=True
+    )
+    assert _finite(fixed.generator_params) and _finite(metrics)
+
+
+@pytest.mark.slow
+def test_unrolling_trains_the_dcgan_networks_of_stacked_mnist():
+    # 32x32x3 as Stacked MNIST is served to the DCGAN networks (ReLU generator, LeakyReLU critic).
+    real = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3), minval=-1.0, maxval=1.0)
+    generator = DCGANGenerator(image_size=32, channels=3, width=8)
+    state, metrics = _unrolled_adam_steps(
+        generator, DCGANCritic(width=8), real, eps_root=unrolled.EPS_ROOT, steps=2
+    )
+    assert _finite(state.generator_params) and _finite(state.critic_params) and _finite(metrics)
 
 
 def test_unrolling_changes_the_generator_update_only():
