@@ -175,7 +175,7 @@ def main(build=build_run) -> None:
         prefix = f"run {k}: " if "runs" in summary else ""
         if "code_purity" in result:
             print(
-                f"{prefix}categorical code vs nearest real digit: purity "
+                f"{prefix}categorical code vs the classes its samples are read as: purity "
                 f"{result['code_purity']:.3f} (chance about 0.1), "
                 f"{result['code_distinct_classes']} distinct digits",
                 flush=True,
