@@ -17,6 +17,11 @@ time, trains them one after another in ``WORKDIR/vae/run_K`` and is scored here,
 parameters, exactly as ``gans.evaluation`` scores a GAN: 360 samples from the key ``seed + 4``,
 digits-FID against the classifier's train split, beside the real-vs-real floor.
 
+``--data=mnist`` asks the same question of MNIST: each model trains from its MNIST flagfile
+(``NAME_mnist.cfg``, the digits one's settings on ``--dataset=mnist5k``), ``--image_size``
+overrides its size, and every model is scored by the MNIST classifier on 1,000 samples
+(MNIST-FID, beside the held-out 1,000 against the other 4,000).
+
 Every finished model rewrites the table (``--table``), so a stopped comparison keeps what it
 finished, and re-running the same command skips finished models and resumes unfinished ones from
 their checkpoints.
@@ -54,6 +59,9 @@ METRICS_FILE = "metrics.jsonl"
 # As gans.evaluation.sample_quality on the digits: the held-out split's size and the key offset.
 NUM_SAMPLES = 360
 SAMPLE_KEY_OFFSET = 4
+# The data a comparison may run on: its flagfiles' suffix, the name of its FID, its sample count
+# (as gans.evaluation scores it: the classifier's Source.num_samples).
+DATA = {"digits": ("digits-FID", NUM_SAMPLES), "mnist": ("MNIST-FID", 1000)}
 # With fewer seeds best-of-k adds little: k = 1 is the mean and k = n the min, both in the table.
 BEST_OF_K_MIN_SEEDS = 5
 
@@ -85,8 +93,11 @@ def command(
     seed: int,
     num_runs: int,
     eval_every: int | None = None,
+    data: str = "digits",
+    image_size: int | None = None,
 ) -> list[str]:
-    """The training command of one experiment: its digits flagfile, with the budget overridden.
+    """The training command of one experiment: its flagfile for ``data`` (``NAME_digits.cfg``
+    or ``NAME_mnist.cfg``), with the budget (and ``image_size``, if given) overridden.
 
     A GAN scores its samples at the last step, and with ``eval_every`` also every so many steps
     (then also logging every ``eval_every`` steps, since it scores on logging steps only); neither
@@ -97,11 +108,13 @@ def command(
         sys.executable,
         "-m",
         f"experiments.{name}",
-        f"--flagfile={FLAGFILES / f'{name}_digits.cfg'}",
+        f"--flagfile={FLAGFILES / f'{name}_{data}.cfg'}",
         f"--workdir={workdir}",
         f"--steps={steps}",
         f"--seed={seed}",
     ]
+    if image_size is not None:
+        args.append(f"--image_size={image_size}")
     if name == "vae":
         if num_runs != 1 or eval_every is not None:
             raise ValueError("the VAE trains one run at a time, unscored; call it once per seed.")
@@ -164,12 +177,19 @@ def vae_samples(directory: pathlib.Path, seed: int, num: int = NUM_SAMPLES) -> t
 
 
 def vae_quality(directory: pathlib.Path, seed: int) -> dict[str, Any]:
-    """Scores a finished VAE run as ``gans.evaluation`` scores a GAN: 360 samples, the floor."""
+    """Scores a finished VAE run as ``gans.evaluation`` scores a GAN: by its data set's
+    classifier (``Dataset.scoring``), on as many samples (360 digits, 1,000 MNIST), the floor."""
+    from gans import data
     from gans.metrics import digits_classifier
 
-    samples, step = vae_samples(directory, seed)
-    result = digits_classifier.digits_sample_quality(samples)
-    result["fid_real_vs_real"] = digits_classifier.digits_fid_floor(samples.shape[1])
+    config = json.loads((directory / "config.json").read_text())
+    dataset = data.get_dataset(config["dataset"], image_size=config["image_size"])
+    source = digits_classifier.source(dataset.scoring.classifier)
+    samples, step = vae_samples(directory, seed, source.num_samples)
+    result = digits_classifier.digits_sample_quality(samples, source_name=source.name)
+    result["fid_real_vs_real"] = digits_classifier.digits_fid_floor(
+        samples.shape[1], source_name=source.name
+    )
     return {"step": step, **result}
 
 
@@ -201,15 +221,18 @@ def train(
     seed: int,
     num_seeds: int,
     eval_every: int | None = None,
+    data: str = "digits",
+    image_size: int | None = None,
 ) -> float:
     """Trains (or resumes) every seed of one experiment; returns the wall time in seconds."""
+    options = {"data": data, "image_size": image_size}
     start = time.perf_counter()
     if name == "vae":
         for k, directory in enumerate(run_directories(workdir, name, num_seeds)):
             scored = final_quality(directory)
             if scored is not None and scored["step"] == steps:
                 continue  # A seed finished before the comparison was stopped.
-            args = command(name, directory, steps=steps, seed=seed + k, num_runs=1)
+            args = command(name, directory, steps=steps, seed=seed + k, num_runs=1, **options)
             _run_logged(args, directory / "train.log")
             result = vae_quality(directory, seed + k)
             (directory / EVALUATION_FILE).write_text(json.dumps(result, indent=2, default=float))
@@ -221,6 +244,7 @@ def train(
             seed=seed,
             num_runs=num_seeds,
             eval_every=eval_every,
+            **options,
         )
         _run_logged(args, workdir / name / "train.log")
     return time.perf_counter() - start
@@ -282,11 +306,13 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def table(rows: Sequence[dict[str, Any]], pending: Sequence[str] = ()) -> str:
-    """The markdown table: one line per model, best median digits-FID first, then the floor."""
+def table(
+    rows: Sequence[dict[str, Any]], pending: Sequence[str] = (), metric: str = "digits-FID"
+) -> str:
+    """The markdown table: one line per model, best median FID first, then the floor."""
     lines = [
         (
-            "| model | optimiser (its flagfile's) | digits-FID mean ± std [95 % interval] | min "
+            f"| model | optimiser (its flagfile's) | {metric} mean ± std [95 % interval] | min "
             "| median | max | every seed | digits produced (of 10) | wall time (all seeds) |"
         ),
         "|---|---|---|---|---|---|---|---|---|",
@@ -332,25 +358,30 @@ def best_of_k_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_table(
-    workdir: pathlib.Path, names: Sequence[str], num_seeds: int, path: pathlib.Path
+    workdir: pathlib.Path,
+    names: Sequence[str],
+    num_seeds: int,
+    path: pathlib.Path,
+    data: str = "digits",
 ) -> list[dict[str, Any]]:
     """Writes the table of every finished model of ``names`` (the rest listed as not finished)."""
+    metric, num_samples = DATA[data]
     rows, pending = [], []
     for name in names:
         row = summarize(workdir, name, num_seeds)
         (pending if row is None else rows).append(row if row is not None else name)
     steps = sorted({row["steps"] for row in rows})
     header = (
-        f"Digits-FID (lower is better) after {', '.join(map(str, steps)) or '?'} generator "
-        f"steps, {num_seeds} seeds per model; 360 samples each against the classifier's train "
-        "split. Mean ± std (ddof 1) over seeds [percentile bootstrap 95 % interval of the mean]."
-        "\n\n"
+        f"{metric[0].upper() + metric[1:]} (lower is better) after "
+        f"{', '.join(map(str, steps)) or '?'} generator steps, {num_seeds} seeds per model; "
+        f"{num_samples:,} samples each against the classifier's train split. Mean ± std (ddof 1) "
+        "over seeds [percentile bootstrap 95 % interval of the mean].\n\n"
     )
-    text = header + table(rows, pending)
+    text = header + table(rows, pending, metric)
     best_of_k = best_of_k_table(rows)
     if best_of_k:
         text += (
-            f"\nExpected best digits-FID of k runs of the {num_seeds} (Lucic et al., 2018, Fig. 4), "
+            f"\nExpected best {metric} of k runs of the {num_seeds} (Lucic et al., 2018, Fig. 4), "
             "exact over every k-subset of the seeds:\n\n" + best_of_k
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,6 +408,8 @@ def run_comparison(
     eval_every: int,
     tracked: Sequence[str] = (),
     table_path: pathlib.Path,
+    data: str = "digits",
+    image_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trains every model not yet finished, rewriting the table after each; returns its rows.
 
@@ -397,16 +430,18 @@ def run_comparison(
             seed=seed,
             num_seeds=num_seeds,
             eval_every=eval_every if name in tracked and name != "vae" else None,
+            data=data,
+            image_size=image_size,
         )
         _record_time(workdir, name, seconds)
         row = summarize(workdir, name, num_seeds)
         fids = ", ".join(f"{fid:.2f}" for fid in row["fids"])
         print(
-            f"{name}: digits-FID {fids} (median {row['median']:.2f}) in {_duration(seconds)}",
+            f"{name}: {DATA[data][0]} {fids} (median {row['median']:.2f}) in {_duration(seconds)}",
             flush=True,
         )
-        write_table(workdir, names, num_seeds, table_path)
-    return write_table(workdir, names, num_seeds, table_path)
+        write_table(workdir, names, num_seeds, table_path, data)
+    return write_table(workdir, names, num_seeds, table_path, data)
 
 
 def _define_flags() -> None:
@@ -425,6 +460,10 @@ def _define_flags() -> None:
         "experiments.paper.tracks_quality (the others are scored at the last step only).",
     )
     flags.DEFINE_integer("eval_every", 50, "Steps between the tracked GANs' digits-FID.")
+    flags.DEFINE_enum(
+        "data", "digits", list(DATA), "digits (NAME_digits.cfg) or mnist (NAME_mnist.cfg)."
+    )
+    flags.DEFINE_integer("image_size", None, "Overrides every flagfile's --image_size.")
     flags.DEFINE_string("table", None, "The markdown table to write (default: WORKDIR/table.md).")
     flags.mark_flag_as_required("workdir")
 
@@ -448,6 +487,8 @@ def main(argv: Sequence[str]) -> None:
             eval_every=FLAGS.eval_every,
             tracked=FLAGS.track,
             table_path=table_path,
+            data=FLAGS.data,
+            image_size=FLAGS.image_size,
         )
     except (ValueError, RuntimeError) as e:
         cli.fail(str(e))
