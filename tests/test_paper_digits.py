@@ -120,6 +120,23 @@ def test_commands_override_only_the_budget_and_the_scoring():
         digits_comparison.check_names(["cgan"])
 
 
+def test_the_mnist_comparison_trains_every_model_from_its_mnist_flagfile(tmp_path):
+    gan = digits_comparison.command(
+        "lsgan", tmp_path, steps=7, seed=0, num_runs=3, data="mnist", image_size=16
+    )
+    flagfile = ROOT / "experiments" / "flags" / "lsgan_mnist.cfg"
+    assert gan[3] == f"--flagfile={flagfile}" and gan[7] == "--image_size=16"
+    for name in digits_comparison.LABELS:
+        flagfile = ROOT / "experiments" / "flags" / f"{name}_mnist.cfg"
+        assert "--dataset=mnist5k" in flagfile.read_text().splitlines()
+    _fake_gan(tmp_path, "ns_gan", [3.0, 1.0, 2.0])
+    path = tmp_path / "table.md"
+    digits_comparison.write_table(tmp_path, ["ns_gan"], 3, path, data="mnist")
+    text = path.read_text()
+    assert text.startswith("MNIST-FID (lower is better) after 400 generator steps, 3 seeds")
+    assert "1,000 samples each" in text and "| MNIST-FID mean ± std" in text
+
+
 def test_vae_samples_are_what_the_library_decodes_from_the_saved_run(tmp_path):
     import jax
     import jax.numpy as jnp
