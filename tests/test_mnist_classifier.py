@@ -93,9 +93,11 @@ def test_stacked_mnist_is_three_mnist_digits_and_real_stacks_cover_the_1000_mode
             for c in range(3)
         ]
         assert mode == 100 * labels[found[0]] + 10 * labels[found[1]] + labels[found[2]]
-    bound = stacked.stacked_accuracy_bound(classifier)
+    # 5,000 real stacks (the papers score 26,000): a mode is missed with probability about
+    # exp(-5) = 0.7 %, and the histogram's sampling noise alone gives KL about 0.1.
+    bound = stacked.stacked_accuracy_bound(classifier, num_stacks=5000)
     assert bound["data_kl"] == pytest.approx(0.0, abs=1e-12)  # 500 of every class.
-    assert bound["real_modes"] >= 995 and bound["real_kl"] < 0.1
+    assert bound["real_modes"] >= 980 and bound["real_kl"] < 0.2
     assert bound["stack_accuracy"] >= 0.98**3 - 0.01
 
 
