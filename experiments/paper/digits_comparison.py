@@ -56,12 +56,11 @@ FLAGFILES = pathlib.Path(__file__).resolve().parents[1] / "flags"
 TIMINGS_FILE = "timings.json"
 EVALUATION_FILE = "evaluation.json"
 METRICS_FILE = "metrics.jsonl"
-# As gans.evaluation.sample_quality on the digits: the held-out split's size and the key offset.
-NUM_SAMPLES = 360
+# As gans.evaluation.sample_quality: the samples' key is seed + 4.
 SAMPLE_KEY_OFFSET = 4
-# The data a comparison may run on: its flagfiles' suffix, the name of its FID, its sample count
-# (as gans.evaluation scores it: the classifier's Source.num_samples).
-DATA = {"digits": ("digits-FID", NUM_SAMPLES), "mnist": ("MNIST-FID", 1000)}
+# The data a comparison may run on (its flagfiles' suffix): the name of its FID and the digits
+# classifier that scores it, whose Source.num_samples is the samples' count.
+DATA = {"digits": ("digits-FID", "digits"), "mnist": ("MNIST-FID", "mnist5k")}
 # With fewer seeds best-of-k adds little: k = 1 is the mean and k = n the min, both in the table.
 BEST_OF_K_MIN_SEEDS = 5
 
@@ -150,7 +149,7 @@ def is_finished(workdir: pathlib.Path, name: str, num_seeds: int, steps: int) ->
     return all(q is not None and q["step"] == steps for q in qualities)
 
 
-def vae_samples(directory: pathlib.Path, seed: int, num: int = NUM_SAMPLES) -> tuple[Any, int]:
+def vae_samples(directory: pathlib.Path, seed: int, num: int) -> tuple[Any, int]:
     """``num`` samples of a finished VAE run, from its ``config.json`` and ``params.msgpack``.
 
     The decoder's means ``x'(z)`` for ``z ~ N(0, I)`` drawn with the key ``seed + 4``, as
@@ -365,7 +364,10 @@ def write_table(
     data: str = "digits",
 ) -> list[dict[str, Any]]:
     """Writes the table of every finished model of ``names`` (the rest listed as not finished)."""
-    metric, num_samples = DATA[data]
+    from gans.metrics import digits_classifier
+
+    metric, classifier = DATA[data]
+    num_samples = digits_classifier.source(classifier).num_samples
     rows, pending = [], []
     for name in names:
         row = summarize(workdir, name, num_seeds)
