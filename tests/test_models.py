@@ -101,6 +101,56 @@ def test_mlp_kernel_init_reaches_every_layer():
     np.testing.assert_allclose(kernel.T @ kernel, np.eye(1), atol=1e-5)
 
 
+def test_a_maxout_layer_is_the_largest_of_its_pieces():
+    # Blocks' LinearMaxout: unit i of a layer of k pieces is max_j (x W + b)[i k + j].
+    model = MLPCritic(hidden=(3,), maxout_pieces=4)
+    x = jax.random.normal(jax.random.key(1), (BATCH, 5))
+    params = _variables(model, x)["params"]
+    kernel, bias = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]
+    assert kernel.shape == (5, 12)
+    pieces = np.asarray(x @ kernel + bias).reshape(BATCH, 3, 4)
+    head = params["Dense_1"]
+    expected = pieces.max(-1) @ np.asarray(head["kernel"])[:, 0] + np.asarray(head["bias"])[0]
+    np.testing.assert_allclose(model.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="maxout_pieces must be an integer >= 1, got 0"):
+        _abstract_variables(MLPCritic(hidden=(3,), maxout_pieces=0), x)
+
+
+def test_pacgan_toy_networks_have_its_parameter_counts():
+    # PacGAN's synthetic_data_experiments print these sizes: a decoder of four 400-unit layers
+    # without biases, each with BatchNorm's scale and shift, a 2-D output with bias; a
+    # discriminator of three maxout layers (200 units x 5 pieces) and one score on packs of m.
+    norm = functools.partial(nn.BatchNorm, momentum=0.95, epsilon=1e-4)
+    generator = MLPGenerator(out_dim=2, hidden=(400,) * 4, batch_norm=norm)
+    variables = _abstract_variables(generator, jnp.zeros((BATCH, 2)))
+    assert _count(variables["params"]) == 2 * 400 + 3 * 400 * 400 + 4 * 2 * 400 + (400 * 2 + 2)
+    assert _count(variables["batch_stats"]) == 4 * 2 * 400  # Running mean and variance.
+    for m in (1, 2, 4):
+        critic = MLPCritic(hidden=(200,) * 3, maxout_pieces=5)
+        params = _abstract_variables(critic, jnp.zeros((BATCH, 2 * m)))["params"]
+        assert _count(params) == (2 * m * 1000 + 1000) + 2 * (200 * 1000 + 1000) + 201
+
+
+def test_the_batch_norm_mlp_generator_uses_batch_statistics_to_train_and_running_ones_to_sample():
+    norm = functools.partial(nn.BatchNorm, momentum=0.5)
+    model = MLPGenerator(out_dim=2, hidden=(8,), batch_norm=norm)
+    z = jax.random.normal(jax.random.key(1), (16, 3))
+    variables = _init(model, z)
+    assert "bias" not in variables["params"]["Dense_0"]  # BatchNorm's shift replaces it.
+    # Training: every hidden unit is normalised over the batch, then ReLU'd, whatever z's scale.
+    trained, updates = model.apply(variables, 100.0 * z, train=True, mutable=["batch_stats"])
+    again, _ = model.apply(variables, z, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(trained, again, rtol=1e-3, atol=1e-3)
+    # The running mean moves halfway (momentum 0.5) towards the batch's mean of the Dense output.
+    hidden = np.asarray(100.0 * z @ variables["params"]["Dense_0"]["kernel"])
+    np.testing.assert_allclose(
+        updates["batch_stats"]["BatchNorm_0"]["mean"], 0.5 * hidden.mean(0), rtol=1e-4, atol=1e-4
+    )
+    # Sampling reads the running averages: the batch's scale now shows in the output.
+    sampled = model.apply(variables, 100.0 * z, train=False)
+    assert not np.allclose(sampled, trained, atol=1e-2)
+
+
 # --- DCGAN shapes ---------------------------------------------------------------------------
 
 

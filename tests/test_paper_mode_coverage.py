@@ -1,5 +1,6 @@
 """The mode-coverage reproduction: end to end on tiny settings, and the properties it rests on."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -171,3 +172,77 @@ def test_departures_from_the_protocol_are_named():
         "1,500 generator steps, not 25,000",
         "the discriminator's Adam rate 0.001, not 0.0001",
     ]
+
+
+def test_pacgan_networks_are_its_released_toy_protocol():
+    settings = dataclasses.replace(mode_coverage.PUBLISHED["pacgan"], steps=2, seeds=2)
+    assert mode_coverage_report.departures(settings) == [
+        "2 generator steps, not 400,000",
+        "2 seeds, not 10",
+    ]
+    generator, critic = mode_coverage.models(networks="pacgan")
+    assert generator.hidden == (400,) * 4 and generator.batch_norm is not None
+    assert (critic.hidden, critic.maxout_pieces) == ((200,) * 3, 5)
+    params = critic.init(jax.random.key(0), jnp.zeros((1, 2)))["params"]
+    kernels = np.concatenate([np.ravel(params[name]["kernel"]) for name in params])
+    assert abs(kernels.std() - mode_coverage.PACGAN_INIT_STD) < 0.001  # N(0, 0.02^2).
+    for loss, pack in (("ns_gan", 1), ("ns_gan+pack2", 2), ("ns_gan+pack4", 4)):
+        run = mode_coverage.build_run(loss, "grid25", settings)
+        # PacGAN's batch is 100 packs: 100 m samples of each kind.
+        assert (run.batch_size, run.step.pack, run.step.z_dim) == (100 * pack, pack, 2)
+    # The optimizers are Adam at beta1 0.8: its first step moves every parameter by the rate.
+    grads = {"w": jnp.array([3.0, -0.5])}
+    update, _ = run.critic_tx.update(grads, run.critic_tx.init(grads), grads)
+    np.testing.assert_allclose(update["w"], [-1e-4, 1e-4], rtol=1e-3)
+
+
+def test_the_two_protocols_keep_their_records_apart():
+    unrolled, pacgan = mode_coverage.Settings(), mode_coverage.PUBLISHED["pacgan"]
+    assert mode_coverage.protocol(unrolled)["networks"] == "unrolled"
+    assert mode_coverage.protocol(unrolled) != mode_coverage.protocol(pacgan)
+    assert mode_coverage.output_path("unrolled", "json").endswith("paper_mode_coverage.json")
+    assert mode_coverage.output_path("pacgan", "json").endswith("paper_mode_coverage_pacgan.json")
+    with pytest.raises(ValueError, match="unknown --networks 'veegan'; known: unrolled, pacgan"):
+        mode_coverage.Settings(networks="veegan")
+    # A table shows the published rows of its own protocol only.
+    rows = "\n".join(mode_coverage_report.table_rows([], "ring8", "pacgan"))
+    assert "PacGAN T1" in rows and "VEEGAN T1" not in rows
+    rows = "\n".join(mode_coverage_report.table_rows([], "ring8", "unrolled"))
+    assert "VEEGAN T1" in rows and "PacGAN T1" not in rows
+
+
+@pytest.mark.slow
+def test_the_pacgan_flagfile_trains_packed_batch_norm_networks_end_to_end(tmp_path):
+    # Two steps of PacGAN2 on the ring with PacGAN's networks, from the flagfile: the
+    # BatchNorm generator trains as vmapped seeds and its samples read the running averages.
+    flagfile = ROOT / "experiments" / "flags" / "paper_mode_coverage_pacgan.cfg"
+    xla = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.paper.mode_coverage",
+        f"--flagfile={flagfile}",
+        "--steps=2",
+        "--seeds=2",
+        "--batch_size=8",
+        "--log_every=1",
+        "--losses=ns_gan+pack2",
+        "--datasets=ring8",
+        f"--workdir={tmp_path / 'runs'}",
+        f"--results={tmp_path / 'results.json'}",
+        f"--table={tmp_path / 'table.md'}",
+        f"--picture={tmp_path / 'picture.png'}",
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla)
+    result = subprocess.run(
+        command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json.loads((tmp_path / "results.json").read_text())
+    assert record["protocol"]["networks"] == "pacgan" and len(record["runs"]) == 2
+    text = (tmp_path / "table.md").read_text()
+    assert "PacGAN: G 4 x 400 BatchNorm ReLU" in text and "PacGAN T1 | PacGAN2" in text
+    assert "**Not the protocol: 2 generator steps, not 400,000.**" in text
+    checkpoint = tmp_path / "runs" / "ns_gan+pack2_ring8"
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["networks"] == "pacgan"

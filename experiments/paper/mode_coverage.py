@@ -32,6 +32,18 @@ parameters), and the ring's modes are eight distinct points (that code spaces th
 double weight). ``paper_mode_coverage.cfg`` runs the protocol as published;
 ``paper_mode_coverage_quick.cfg`` is a labelled shortened variant.
 
+PacGAN's own networks and training (Lin et al., 2018, Table 1; its released
+``synthetic_data_experiments``) are the second protocol, ``--networks=pacgan``
+(``paper_mode_coverage_pacgan.cfg``): ``z ~ N(0, I_2)``; a generator of four 400-unit layers,
+each Dense without bias, BatchNorm (momentum 0.95, eps 1e-4, Blocks' defaults there) and ReLU,
+then a linear 2-D output; a discriminator of three 200-unit maxout layers of 5 pieces and one
+linear score; every kernel N(0, 0.02^2), biases zero; Adam(1e-4, beta1 0.8) for both players,
+batches of 100 packs (100 m samples for PacGAN m), 400 epochs of 100,000 packs (400,000 steps),
+10 runs, NS-GAN's loss. Its departures from that code: the generator draws the m samples of a
+pack in one batch (BatchNorm's statistics over 100 m samples, not m batches of 100), the data
+are drawn afresh each step (not 100,000 fixed packs), the updates alternate as above, and the
+BatchNorm statistics used for sampling are the running averages of the last steps.
+
 Rows are losses with any remedies after ``+`` (``row``): ``ns_gan+pack2`` (PacGAN),
 ``ns_gan+unroll5`` (unrolled GAN), ``ns_gan+mbstd`` (minibatch std). Finished rows are kept in
 ``--results`` (``experiments.paper.records``); ``experiments.paper.mode_coverage_report``
@@ -57,6 +69,35 @@ Z_DIM = 256
 HIDDEN = (128, 128)
 NUM_SAMPLES = 2500
 DATASETS = ("ring8", "grid25")
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """One published protocol's networks and the parts of its training that go with them.
+
+    Attributes:
+      label: how the table names the protocol.
+      z_dim: the latent's dimensions (a standard normal).
+      beta1: Adam's beta1 for both players (beta2 0.999, eps 1e-8).
+      batch_of_packs: whether ``Settings.batch_size`` counts packs (PacGAN's batch of 100 is
+        100 packs of m samples) rather than samples.
+    """
+
+    label: str
+    z_dim: int
+    beta1: float
+    batch_of_packs: bool
+
+
+NETWORKS: dict[str, Networks] = {
+    "unrolled": Networks(
+        "unrolled GAN / VEEGAN / GDPP: G and D 2 x 128 tanh", Z_DIM, 0.5, batch_of_packs=False
+    ),
+    "pacgan": Networks(
+        "PacGAN: G 4 x 400 BatchNorm ReLU, D 3 x 200 maxout (5 pieces)", 2, 0.8, batch_of_packs=True
+    ),
+}
+PACGAN_INIT_STD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,16 +192,19 @@ class Settings:
     """What every (loss, dataset) program shares; the defaults are the protocol's.
 
     Attributes:
+      networks: the protocol's networks, a key of ``NETWORKS``.
       steps: generator updates.
       seeds: runs with seeds 0 .. seeds - 1, trained as one vmapped program.
-      batch_size: examples per critic and generator update.
+      batch_size: examples per critic and generator update (packs, under ``pacgan``).
       generator_lr, critic_lr: the protocol's Adam rates (every loss but WGAN).
       wgan_lr: WGAN's RMSProp rate, both players (Arjovsky et al., 2017: 5e-5).
-      init_scale: gain of the orthogonal kernels.
+      init_scale: gain of the orthogonal kernels (``unrolled``; PacGAN's kernels are normal
+        with std ``PACGAN_INIT_STD``).
       log_every: steps between metrics lines.
       checkpoint_every: steps between checkpoints (re-running resumes); 0: the last only.
     """
 
+    networks: str = "unrolled"
     steps: int = 25_000
     seeds: int = 5
     batch_size: int = 512
@@ -172,6 +216,8 @@ class Settings:
     checkpoint_every: int = 5000
 
     def __post_init__(self):
+        if self.networks not in NETWORKS:
+            raise ValueError(f"unknown --networks {self.networks!r}; known: {', '.join(NETWORKS)}.")
         for name in ("steps", "seeds", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
@@ -180,6 +226,20 @@ class Settings:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
         if self.checkpoint_every < 0:
             raise ValueError(f"--checkpoint_every must be >= 0, got {self.checkpoint_every}.")
+
+
+# Each protocol's settings as published, which ``mode_coverage_report`` names departures from.
+PUBLISHED: dict[str, Settings] = {
+    "unrolled": Settings(),
+    "pacgan": Settings(
+        networks="pacgan",
+        steps=400_000,
+        seeds=10,
+        batch_size=100,
+        generator_lr=1e-4,
+        critic_lr=1e-4,
+    ),
+}
 
 
 def check_names(losses: Sequence[str], datasets: Sequence[str]) -> None:
@@ -193,25 +253,30 @@ def check_names(losses: Sequence[str], datasets: Sequence[str]) -> None:
         raise ValueError("give at least one loss and one dataset.")
 
 
-def models(init_scale: float = 1.4, minibatch_std: bool = False):
-    """The protocol's generator and discriminator: 2 x 128 tanh MLPs, orthogonal kernels.
+def models(init_scale: float = 1.4, minibatch_std: bool = False, networks: str = "unrolled"):
+    """The protocol's generator and discriminator.
 
-    With ``minibatch_std`` the discriminator's last hidden layer also reads the minibatch
-    standard deviation of groups of 4 (ProGAN's group size).
+    ``unrolled``: 2 x 128 tanh MLPs with orthogonal kernels of gain ``init_scale``. ``pacgan``:
+    PacGAN's generator (4 x 400, BatchNorm, ReLU) and maxout discriminator (3 x 200, 5 pieces),
+    kernels N(0, 0.02^2). With ``minibatch_std`` the discriminator's last hidden layer also reads
+    the minibatch standard deviation of groups of 4 (ProGAN's group size).
     """
+    import functools
+
     import flax.linen as nn
 
     from gans.models import MLPCritic, MLPGenerator
 
+    mbstd = {"minibatch_std": minibatch_std, "minibatch_std_group": 4 if minibatch_std else None}
+    if networks == "pacgan":
+        init = nn.initializers.normal(stddev=PACGAN_INIT_STD)
+        norm = functools.partial(nn.BatchNorm, momentum=0.95, epsilon=1e-4)
+        generator = MLPGenerator(out_dim=2, hidden=(400,) * 4, kernel_init=init, batch_norm=norm)
+        critic = MLPCritic(hidden=(200,) * 3, maxout_pieces=5, kernel_init=init, **mbstd)
+        return generator, critic
     init = nn.initializers.orthogonal(scale=init_scale)
     generator = MLPGenerator(out_dim=2, hidden=HIDDEN, activation=nn.tanh, kernel_init=init)
-    critic = MLPCritic(
-        hidden=HIDDEN,
-        activation=nn.tanh,
-        kernel_init=init,
-        minibatch_std=minibatch_std,
-        minibatch_std_group=4 if minibatch_std else None,
-    )
+    critic = MLPCritic(hidden=HIDDEN, activation=nn.tanh, kernel_init=init, **mbstd)
     return generator, critic
 
 
@@ -228,10 +293,12 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
 
     check_names([loss], [dataset])
     game = row(loss)
-    generator, critic = models(settings.init_scale, game.minibatch_std)
+    networks = NETWORKS[settings.networks]
+    generator, critic = models(settings.init_scale, game.minibatch_std, settings.networks)
     if game.optimizer == "adam":
-        generator_tx = train.make_optimizer("adam", settings.generator_lr, b1=0.5, b2=0.999)
-        critic_tx = train.make_optimizer("adam", settings.critic_lr, b1=0.5, b2=0.999)
+        b1 = networks.beta1
+        generator_tx = train.make_optimizer("adam", settings.generator_lr, b1=b1, b2=0.999)
+        critic_tx = train.make_optimizer("adam", settings.critic_lr, b1=b1, b2=0.999)
     else:
         generator_tx = train.make_optimizer(game.optimizer, settings.wgan_lr)
         critic_tx = train.make_optimizer(game.optimizer, settings.wgan_lr, clip=game.clip)
@@ -243,7 +310,7 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
         critic_tx=critic_tx,
         step=train.StepConfig(
             loss=game.loss,
-            z_dim=Z_DIM,
+            z_dim=networks.z_dim,
             penalty=(
                 None
                 if game.penalty is None
@@ -253,7 +320,7 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
             unroll_steps=game.unroll_steps,
         ),
         n_critic=game.n_critic,
-        batch_size=settings.batch_size,
+        batch_size=settings.batch_size * (game.pack if networks.batch_of_packs else 1),
         steps=settings.steps,
         seed=seed,
         log_every=settings.log_every,
@@ -326,6 +393,7 @@ def train_pair(
 
 # The settings a record was trained with, which a kept record must match.
 PROTOCOL_FIELDS = (
+    "networks",
     "steps",
     "seeds",
     "batch_size",
@@ -423,6 +491,13 @@ def redraw(
     return records
 
 
+def output_path(networks: str, suffix: str) -> str:
+    """Where a protocol's records, table or picture go by default: one set of files each, so
+    that the two protocols' rows (and seed 0's samples, kept by row and dataset) never mix."""
+    name = "paper_mode_coverage" if networks == "unrolled" else f"paper_mode_coverage_{networks}"
+    return f"experiments/results/{name}.{suffix}"
+
+
 def _define_flags() -> None:
     # Defined when run as a program, not on import, so that tests and other modules can import
     # these functions without adding global flags (``--steps``...) that could clash with theirs.
@@ -431,6 +506,12 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Directory for the runs (one per loss and dataset).")
     flags.DEFINE_list("losses", list(LOSSES), f"Losses, from: {', '.join(LOSSES)}.")
     flags.DEFINE_list("datasets", list(DATASETS), "Datasets: ring8, grid25.")
+    flags.DEFINE_enum(
+        "networks",
+        Settings.networks,
+        list(NETWORKS),
+        "The protocol's networks: unrolled (unrolled GAN / VEEGAN / GDPP) or pacgan (PacGAN).",
+    )
     flags.DEFINE_integer("steps", Settings.steps, "Generator updates (the protocol: 25,000).")
     flags.DEFINE_integer("seeds", Settings.seeds, "Seeds 0 .. seeds - 1, one vmapped program.")
     flags.DEFINE_integer("batch_size", Settings.batch_size, "Examples per update.")
@@ -444,16 +525,13 @@ def _define_flags() -> None:
     )
     flags.DEFINE_string(
         "results",
-        "experiments/results/paper_mode_coverage.json",
+        None,
         "Every finished pair's record (and, beside it, seed 0's samples): pairs already here "
-        "with the same settings are kept, not trained again.",
+        "with the same settings are kept, not trained again. Default: "
+        f"{output_path('unrolled', 'json')}, or that name with _pacgan under --networks=pacgan.",
     )
-    flags.DEFINE_string(
-        "table", "experiments/results/paper_mode_coverage.md", "The markdown table to write."
-    )
-    flags.DEFINE_string(
-        "picture", "experiments/results/paper_mode_coverage.png", "The sample picture to write."
-    )
+    flags.DEFINE_string("table", None, "The markdown table to write (default: beside --results).")
+    flags.DEFINE_string("picture", None, "The sample picture to write (default: beside --results).")
     flags.DEFINE_bool(
         "redraw",
         False,
@@ -469,6 +547,7 @@ def main(argv: Sequence[str]) -> None:
     cli.start_training_program(argv)
     try:
         settings = Settings(
+            networks=FLAGS.networks,
             steps=FLAGS.steps,
             seeds=FLAGS.seeds,
             batch_size=FLAGS.batch_size,
@@ -483,13 +562,17 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     command = cli.training_command("experiments.paper.mode_coverage")
-    outputs = {"results": FLAGS.results, "table": FLAGS.table, "picture": FLAGS.picture}
+    outputs = {
+        "results": FLAGS.results or output_path(settings.networks, "json"),
+        "table": FLAGS.table or output_path(settings.networks, "md"),
+        "picture": FLAGS.picture or output_path(settings.networks, "png"),
+    }
     if FLAGS.redraw:
         try:
             redraw(FLAGS.losses, FLAGS.datasets, settings, command=command, **outputs)
         except ValueError as e:
             cli.fail(str(e))
-        print(f"table: {FLAGS.table}, picture: {FLAGS.picture}")
+        print(f"table: {outputs['table']}, picture: {outputs['picture']}")
         return
     start = time.perf_counter()
     run_table(
@@ -502,7 +585,9 @@ def main(argv: Sequence[str]) -> None:
         **outputs,
     )
     minutes = (time.perf_counter() - start) / 60
-    print(f"all done in {minutes:.1f} min; table: {FLAGS.table}, picture: {FLAGS.picture}")
+    print(
+        f"all done in {minutes:.1f} min; table: {outputs['table']}, picture: {outputs['picture']}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,40 +14,45 @@ import numpy as np
 
 from experiments.paper import mode_coverage
 
-# Published rows, as printed: (source, model, modes, high-quality %, reverse KL) per dataset.
+# Published rows, as printed: (protocol, source, model, modes, high-quality %, reverse KL) per
+# dataset.
 # VEEGAN Table 1 (Srivastava et al., 2017) and GDPP Table 1 (Elfeki et al., 2019), the unrolled-
 # GAN toy setting, report no reverse KL. PacGAN Table 1 (Lin et al., 2018), read from the
 # released code's synthetic_data_experiments/results/Table1.png (github fjxmlzn/PacGAN): its own
 # networks and training (the ALI code's), not this protocol, so its GAN row is not VEEGAN's;
-# ± is the standard error over 10 trials.
-PUBLISHED: dict[str, tuple[tuple[str, str, str, str, str], ...]] = {
+# ± is the standard error over 10 trials. The protocol is the key of ``mode_coverage.NETWORKS``
+# the row was trained with: a table shows the published rows of its own protocol.
+PUBLISHED: dict[str, tuple[tuple[str, str, str, str, str, str], ...]] = {
     "ring8": (
-        ("VEEGAN T1", "GAN", "1.0", "99.3", ""),
-        ("VEEGAN T1", "ALI", "2.8", "0.13", ""),
-        ("VEEGAN T1", "Unrolled GAN", "7.6", "35.6", ""),
-        ("VEEGAN T1", "VEEGAN", "8.0", "52.9", ""),
-        ("GDPP T1", "WGAN-GP", "6.8", "59.6", ""),
-        ("PacGAN T1", "GAN", "6.3 ± 0.5", "98.2 ± 0.2", "0.45 ± 0.09"),
-        ("PacGAN T1", "PacGAN2", "7.9 ± 0.1", "95.6 ± 2.0", "0.07 ± 0.03"),
-        ("PacGAN T1", "PacGAN3", "7.8 ± 0.1", "97.7 ± 0.3", "0.10 ± 0.02"),
-        ("PacGAN T1", "PacGAN4", "7.8 ± 0.1", "95.9 ± 1.4", "0.07 ± 0.02"),
+        ("unrolled", "VEEGAN T1", "GAN", "1.0", "99.3", ""),
+        ("unrolled", "VEEGAN T1", "ALI", "2.8", "0.13", ""),
+        ("unrolled", "VEEGAN T1", "Unrolled GAN", "7.6", "35.6", ""),
+        ("unrolled", "VEEGAN T1", "VEEGAN", "8.0", "52.9", ""),
+        ("unrolled", "GDPP T1", "WGAN-GP", "6.8", "59.6", ""),
+        ("pacgan", "PacGAN T1", "GAN", "6.3 ± 0.5", "98.2 ± 0.2", "0.45 ± 0.09"),
+        ("pacgan", "PacGAN T1", "PacGAN2", "7.9 ± 0.1", "95.6 ± 2.0", "0.07 ± 0.03"),
+        ("pacgan", "PacGAN T1", "PacGAN3", "7.8 ± 0.1", "97.7 ± 0.3", "0.10 ± 0.02"),
+        ("pacgan", "PacGAN T1", "PacGAN4", "7.8 ± 0.1", "95.9 ± 1.4", "0.07 ± 0.02"),
     ),
     "grid25": (
-        ("VEEGAN T1", "GAN", "3.3", "0.5", ""),
-        ("VEEGAN T1", "ALI", "15.8", "1.6", ""),
-        ("VEEGAN T1", "Unrolled GAN", "23.6", "16.0", ""),
-        ("VEEGAN T1", "VEEGAN", "24.6", "40.0", ""),
-        ("GDPP T1", "WGAN-GP", "24.2", "28.7", ""),
-        ("PacGAN T1", "GAN", "17.3 ± 0.8", "94.8 ± 0.7", "0.70 ± 0.07"),
-        ("PacGAN T1", "PacGAN2", "23.8 ± 0.7", "91.3 ± 0.8", "0.13 ± 0.04"),
-        ("PacGAN T1", "PacGAN3", "24.6 ± 0.4", "94.2 ± 0.4", "0.06 ± 0.02"),
-        ("PacGAN T1", "PacGAN4", "24.8 ± 0.2", "93.6 ± 0.6", "0.04 ± 0.01"),
+        ("unrolled", "VEEGAN T1", "GAN", "3.3", "0.5", ""),
+        ("unrolled", "VEEGAN T1", "ALI", "15.8", "1.6", ""),
+        ("unrolled", "VEEGAN T1", "Unrolled GAN", "23.6", "16.0", ""),
+        ("unrolled", "VEEGAN T1", "VEEGAN", "24.6", "40.0", ""),
+        ("unrolled", "GDPP T1", "WGAN-GP", "24.2", "28.7", ""),
+        ("pacgan", "PacGAN T1", "GAN", "17.3 ± 0.8", "94.8 ± 0.7", "0.70 ± 0.07"),
+        ("pacgan", "PacGAN T1", "PacGAN2", "23.8 ± 0.7", "91.3 ± 0.8", "0.13 ± 0.04"),
+        ("pacgan", "PacGAN T1", "PacGAN3", "24.6 ± 0.4", "94.2 ± 0.4", "0.06 ± 0.02"),
+        ("pacgan", "PacGAN T1", "PacGAN4", "24.8 ± 0.2", "93.6 ± 0.6", "0.04 ± 0.01"),
     ),
 }
 
 
-def table_rows(records: Sequence[dict[str, Any]], dataset: str) -> list[str]:
-    """Markdown rows for one dataset: ours (mean ± std [95 % interval]), then the published ones."""
+def table_rows(
+    records: Sequence[dict[str, Any]], dataset: str, networks: str = "unrolled"
+) -> list[str]:
+    """Markdown rows for one dataset: ours (mean ± std [95 % interval]), then the published
+    rows of the same protocol (``networks``)."""
     from gans import data
     from gans import statistics as seed_statistics
 
@@ -77,14 +82,16 @@ def table_rows(records: Sequence[dict[str, Any]], dataset: str) -> list[str]:
             f"| {over_seeds['reverse_kl'].format(digits=2)} "
             f"| {per_seed} | {record['wall_seconds'] / 60:.1f} min |"
         )
-    for source, model, modes, quality, reverse_kl in PUBLISHED[dataset]:
+    for protocol, source, model, modes, quality, reverse_kl in PUBLISHED[dataset]:
+        if protocol != networks:
+            continue
         rows.append(f"| {source} | {model} | {modes} | | {quality} | {reverse_kl} | | |")
     return rows
 
 
 def departures(settings: mode_coverage.Settings) -> list[str]:
-    """How ``settings`` depart from the protocol (25,000 steps, 5 seeds, batch 512...)."""
-    protocol = mode_coverage.Settings()
+    """How ``settings`` depart from their protocol as published (``mode_coverage.PUBLISHED``)."""
+    protocol = mode_coverage.PUBLISHED[settings.networks]
     changes = []
     if settings.steps != protocol.steps:
         changes.append(f"{settings.steps:,} generator steps, not {protocol.steps:,}")
@@ -92,16 +99,40 @@ def departures(settings: mode_coverage.Settings) -> list[str]:
         changes.append(f"{settings.seeds} seeds, not {protocol.seeds}")
     if settings.batch_size != protocol.batch_size:
         changes.append(f"batch {settings.batch_size}, not {protocol.batch_size}")
-    for name, what in (
+    rates = [
         ("generator_lr", "the generator's Adam rate"),
         ("critic_lr", "the discriminator's Adam rate"),
         ("wgan_lr", "WGAN's RMSProp rate"),
-        ("init_scale", "the orthogonal gain"),
-    ):
+    ]
+    if settings.networks == "unrolled":  # PacGAN's kernels are normal, not orthogonal.
+        rates.append(("init_scale", "the orthogonal gain"))
+    for name, what in rates:
         value, published = getattr(settings, name), getattr(protocol, name)
         if value != published:
             changes.append(f"{what} {value:g}, not {published:g}")
     return changes
+
+
+def _protocol_line(settings: mode_coverage.Settings) -> str:
+    """The networks and training of ``settings``, in one sentence."""
+    if settings.networks == "pacgan":
+        return (
+            "- PacGAN's networks and training (its released synthetic_data_experiments): z of 2 "
+            "dims, G 4 x 400 (Dense without bias, BatchNorm, ReLU), D 3 x 200 maxout of 5 pieces, "
+            f"kernels N(0, {mode_coverage.PACGAN_INIT_STD:g}^2), batches of "
+            f"{settings.batch_size} packs (m samples each for PacGANm), {settings.steps:,} "
+            f"generator steps; Adam (beta1 0.8) at G {settings.generator_lr:g}, D "
+            f"{settings.critic_lr:g}; NS-GAN's loss. The generator draws a pack's m samples in "
+            "one batch and the data are drawn afresh each step (the released code: m batches, "
+            "100,000 fixed packs); updates alternate (there: simultaneous)."
+        )
+    return (
+        f"- z of {mode_coverage.Z_DIM} dims, G and D 2 x 128 tanh, orthogonal kernels (gain "
+        f"{settings.init_scale:g}), batch {settings.batch_size}, {settings.steps:,} generator "
+        f"steps; Adam (beta1 0.5) at G {settings.generator_lr:g}, D {settings.critic_lr:g}, "
+        f"except WGAN: RMSProp {settings.wgan_lr:g}, clip 0.01, n_critic 5. WGAN-GP: lambda "
+        "0.1, n_critic 5. DRAGAN: lambda 10, symmetric perturbation."
+    )
 
 
 def write_table(
@@ -112,30 +143,27 @@ def write_table(
 ) -> None:
     """Writes the markdown table of every finished record (one section per dataset)."""
     total = sum(r["wall_seconds"] for r in records) / 60
+    networks = mode_coverage.NETWORKS[settings.networks]
     lines = [
-        "# Mode coverage on ring-8 and grid-25 (unrolled GAN / VEEGAN / PacGAN protocol)",
+        f"# Mode coverage on ring-8 and grid-25 ({networks.label})",
         "",
         f"Generated by `{command}` ({total:.1f} min of training and scoring for the rows below).",
         "",
         *[f"- **Not the protocol: {change}.**" for change in departures(settings)],
-        (
-            f"- z of {mode_coverage.Z_DIM} dims, G and D 2 x 128 tanh, orthogonal kernels (gain "
-            f"{settings.init_scale:g}), batch {settings.batch_size}, {settings.steps:,} generator "
-            f"steps; Adam (beta1 0.5) at G {settings.generator_lr:g}, D {settings.critic_lr:g}, "
-            f"except WGAN: RMSProp {settings.wgan_lr:g}, clip 0.01, n_critic 5. WGAN-GP: lambda "
-            "0.1, n_critic 5. DRAGAN: lambda 10, symmetric perturbation."
-        ),
+        _protocol_line(settings),
         (
             "- Scored on 2,500 samples of each seed: high quality within 3 std of the nearest "
-            "mode; a mode is captured with >= 20 high-quality samples (PacGAN); GDPP's released "
-            "code counts a mode with >= 1. Ours: mean ± std (ddof 1) over seeds [percentile "
-            "bootstrap 95 % interval of the mean, `gans.statistics`]; published: as printed."
+            "mode; a mode is captured with >= 20 high-quality samples; the released code of "
+            "GDPP, and PacGAN's (its MetricLogger), count a mode with >= 1 (the column to read "
+            "beside their rows). "
+            "Ours: mean ± std (ddof 1) over seeds [percentile bootstrap 95 % interval of the "
+            "mean, `gans.statistics`]; published: as printed."
         ),
         "",
     ]
     for dataset in mode_coverage.DATASETS:
         if any(r["dataset"] == dataset for r in records):
-            lines += table_rows(records, dataset) + [""]
+            lines += table_rows(records, dataset, settings.networks) + [""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
