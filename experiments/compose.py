@@ -117,6 +117,11 @@ def _check_flags() -> None:
         raise UserError(
             f"--attention_resolution must be >= 0 (0: none), got {FLAGS.attention_resolution}."
         )
+    if FLAGS.power_iterations != "per_update" and not FLAGS.spectral_norm:
+        raise UserError(
+            f"--power_iterations={FLAGS.power_iterations} sets when the critic's spectral "
+            "normalisation advances; give --spectral_norm too, or drop it."
+        )
     if FLAGS.clip and (FLAGS.spectral_norm or FLAGS.generator_spectral_norm):
         raise UserError(
             "spectral normalisation already bounds every layer's Lipschitz constant; drop --clip "
@@ -360,6 +365,7 @@ def build_run():
             consistency_policy=_policy(FLAGS.consistency_augment),
             pack=FLAGS.pack,
             unroll_steps=FLAGS.unroll_steps,
+            power_iterations=FLAGS.power_iterations,
         )
         optimizer = lambda lr, clip=None: train.make_optimizer(
             FLAGS.optimizer,

@@ -129,6 +129,14 @@ flags.DEFINE_bool(
     "generator_spectral_norm", False, "Spectral normalisation of every generator layer (SAGAN)."
 )
 flags.DEFINE_enum(
+    "power_iterations",
+    "per_update",
+    ["per_update", "per_call"],
+    "When --spectral_norm's power iteration advances: once per critic update (real and fake "
+    "in one call; n_critic a step), or at every critic call in training mode as the released "
+    "SNGAN code does (real, fake and the generator's pass: 2 n_critic + 1 a step).",
+)
+flags.DEFINE_enum(
     "downsampling",
     "strided",
     ["strided", "avgpool"],
@@ -299,6 +307,7 @@ GAN_ONLY_FLAGS = (
     "info_continuous_weight",
     "spectral_norm",
     "generator_spectral_norm",
+    "power_iterations",
     "critic_width",
     "critic_pooling",
     "attention_resolution",

@@ -18,6 +18,9 @@ from gans import penalties as penalties_lib
 
 PyTree = Any
 
+# When the critic's spectral normalisation runs its power iteration (``StepConfig``).
+POWER_ITERATIONS = ("per_update", "per_call")
+
 
 @dataclasses.dataclass(frozen=True)
 class InfoCodes:
@@ -85,6 +88,14 @@ class StepConfig:
       unroll_steps: the unrolled GAN (``gans.unrolled``): the generator's loss is taken at the
         critic's parameters this many of its own updates ahead, on the step's last real batch
         and the generator's own samples, and differentiated through them; 0: off.
+      power_iterations: when a spectrally normalised critic advances its power iteration
+        (``gans.models.layers.apply_layer``: one iteration per training call). ``per_update``:
+        once per critic update, real and fake scored in one call, and not in the generator's
+        pass, which leaves the critic's state alone: ``n_critic`` iterations a step.
+        ``per_call``: as Miyato et al.'s released Chainer code, every critic call in training
+        mode advances it, real and fake in two calls and the generator's pass too: ``2 n_critic
+        + 1`` a step (11 at SNGAN's n_critic 5). Without spectral normalisation the two differ
+        only in cost (``per_call`` scores real and fake apart).
       axis_name: the pmap axis to average gradients over, or None on one device.
     """
 
@@ -110,6 +121,7 @@ class StepConfig:
     consistency_policy: tuple[str, ...] = ("translation",)
     pack: int = 1
     unroll_steps: int = 0
+    power_iterations: str = "per_update"
     axis_name: str | None = None
 
     def __post_init__(self):
@@ -195,6 +207,16 @@ class StepConfig:
             raise ValueError(
                 "the unrolled look-ahead scores the generator's samples without labels or codes; "
                 "drop --unroll_steps for conditional and InfoGAN runs."
+            )
+        if self.power_iterations not in POWER_ITERATIONS:
+            raise ValueError(
+                f"unknown power_iterations {self.power_iterations!r}; known: "
+                f"{', '.join(POWER_ITERATIONS)}."
+            )
+        if self.power_iterations == "per_call" and self.unroll_steps:
+            raise ValueError(
+                "with --unroll_steps the generator's pass scores a look-ahead critic, whose power "
+                "iteration is not the critic's own: use --power_iterations=per_update."
             )
 
     @property

@@ -217,7 +217,7 @@ def critic_objective(
         out, model_state = _apply(state.critic, c_params, model_state, (x, *labels), True)
         return (out if config.info else (out, None)), model_state
 
-    if scores_mix_examples(state):
+    if scores_mix_examples(state) or config.power_iterations == "per_call":
         (real_scores, _), c_state = critic(real, labels, state.critic_state)
         (fake_scores, q), c_state = critic(fake, labels, c_state)
     else:
@@ -428,10 +428,11 @@ def _generator_update(
             std = _annealed(config.instance_noise, config.noise_anneal_steps, state.step)
             fake = _with_instance_noise(fake, std, noise_key, config.axis_name)
         fake = packing.pack_tree(fake, config.pack)
-        # The critic's own statistics are left alone: this pass trains G only.
-        out, _ = _apply(state.critic, critic_params, state.critic_state, (fake, *labels), True)
+        out, c_state = _apply(
+            state.critic, critic_params, state.critic_state, (fake, *labels), True
+        )
         scores, q = out if config.info else (out, None)
-        loss, aux = family.generator(scores), {"g_state": g_state}
+        loss, aux = family.generator(scores), {"g_state": g_state, "c_state": c_state}
         if config.info is not None:
             aux["information"] = _information(config, q, codes)
             loss = loss - aux["information"]["total"]
@@ -453,6 +454,11 @@ def _generator_update(
         generator_state=g_state,
         generator_ema_params=ema,
     )
+    if config.power_iterations == "per_call":
+        # The released SNGAN code's count: this pass, too, advances the critic's power
+        # iteration; otherwise the critic's statistics are left alone (this pass trains G).
+        c_state = parallel.mean_tree(aux["c_state"], config.axis_name)
+        state = state.replace(critic_state=c_state)
     metrics = {"generator_loss": loss, "generator_param_grad_norm": optax.tree.norm(grads)}
     if config.info is not None:
         metrics["generator_information"] = aux["information"]["total"]

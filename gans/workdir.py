@@ -45,6 +45,11 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+# Settings added after runs were recorded, with the value that trains as those runs did: a
+# record without one resumes under that value (a flag and the step's field of one name).
+ADDED_SETTINGS: dict[str, Any] = {"power_iterations": "per_update"}
+
+
 class ResumeError(ValueError):
     """A workdir's run cannot be resumed with these settings."""
 
@@ -172,6 +177,9 @@ def _differences(saved: Any, given: Any, prefix: str = "") -> list[str]:
         for name in sorted(set(saved) | set(given)):
             if not prefix and name in RESUMABLE_CHANGES:
                 continue
+            if name not in saved and name in ADDED_SETTINGS:
+                if given[name] == ADDED_SETTINGS[name]:
+                    continue
             found += _differences(saved.get(name), given.get(name), f"{prefix}{name}.")
         return found
     if saved == given:

@@ -149,6 +149,21 @@ def test_the_record_comparison_names_every_differing_flag_and_skips_resumable_on
     workdir_lib.check_same_settings(tmp_path, {**saved, "log_every": 99})  # Resumable.
 
 
+def test_a_record_older_than_a_setting_resumes_under_the_value_that_trained_it(tmp_path):
+    # power_iterations came after runs were recorded: "per_update" is how they trained.
+    saved = {"seed": 0, "step_config": {"loss": "hinge"}}
+    workdir_lib.write_config(tmp_path, saved)
+    same = {"seed": 0, "power_iterations": "per_update"}
+    workdir_lib.check_same_settings(
+        tmp_path, {**same, "step_config": {"loss": "hinge", "power_iterations": "per_update"}}
+    )
+    other = {"seed": 0, "power_iterations": "per_call"}
+    with pytest.raises(workdir_lib.ResumeError, match="--power_iterations was None, now 'per_c"):
+        workdir_lib.check_same_settings(
+            tmp_path, {**other, "step_config": {"loss": "hinge", "power_iterations": "per_call"}}
+        )
+
+
 def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="--workdir is empty"):

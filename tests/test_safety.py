@@ -264,6 +264,11 @@ BAD_INPUTS = [
         "--model=resnet only",
     ),
     Bad(
+        "power iterations without spectral norm",
+        ("--power_iterations=per_call",),
+        "give --spectral_norm too, or drop it",
+    ),
+    Bad(
         "spectral norm and clipping",
         ("--spectral_norm", "--clip=0.01"),
         "drop --clip or --spectral_norm",

@@ -369,3 +369,57 @@ def test_vmapped_runs_keep_their_own_spectral_vectors():
         assert first.keys() == second.keys() and first
         for path in first:
             assert not np.allclose(first[path]["u"], second[path]["u"]), (name, path)
+
+
+# --- How often the power iteration advances in a train step ---------------------------------
+
+
+def _iterated(u, w, times):
+    """``times`` power iterations from ``u`` on ``w``, as flax's SpectralNorm runs one."""
+    for _ in range(times):
+        v = u @ w.T
+        v /= np.sqrt(np.sum(v**2) + 1e-12)
+        u = v @ w
+        u /= np.sqrt(np.sum(u**2) + 1e-12)
+    return u
+
+
+@pytest.mark.parametrize(
+    "power_iterations, per_step", [("per_update", lambda n: n), ("per_call", lambda n: 2 * n + 1)]
+)
+def test_a_train_step_advances_the_power_iteration_once_per_update_or_per_call(
+    power_iterations, per_step
+):
+    # The critic's weights are frozen (SGD at rate 0), so the stored u after one step is u0
+    # iterated a known number of times: n_critic once per update; 2 n_critic + 1 as the
+    # released SNGAN code counts (real, fake, and the generator's pass).
+    n_critic = 3
+    config = train.StepConfig(loss="hinge", z_dim=4, power_iterations=power_iterations)
+    state = train.create_state(
+        generator=models.MLPGenerator(out_dim=6, hidden=(8,)),
+        critic=models.MLPCritic(hidden=(6,), spectral_norm=True),  # A 6 x 6 and a 6 x 1 kernel.
+        generator_tx=optimizer("adam", 1e-3),
+        critic_tx=train.make_optimizer("sgd", 0.0),
+        config=config,
+        example=jnp.zeros((1, 6)),
+        key=jax.random.key(0),
+    )
+    batches = {"x": jax.random.normal(jax.random.key(1), (n_critic, 8, 6))}
+    new_state, _ = jax.jit(train.make_train_step(config))(state, batches)
+    chex.assert_trees_all_equal(new_state.critic_params, state.critic_params)
+    before, after = _spectral_entries(state.critic_state), _spectral_entries(new_state.critic_state)
+    for path in before:
+        w = _as_matrix(_get(state.critic_params, path))
+        u = np.asarray(before[path]["u"], np.float64)
+        np.testing.assert_allclose(after[path]["u"], _iterated(u, w, per_step(n_critic)), atol=1e-5)
+    # On the square kernel one iteration fewer is told apart (on 6 x 1, u is one number).
+    square = ("Dense_0", "kernel")
+    w, u = _as_matrix(_get(state.critic_params, square)), np.asarray(before[square]["u"])
+    assert not np.allclose(after[square]["u"], _iterated(u, w, per_step(n_critic) - 1), atol=1e-4)
+
+
+def test_power_iterations_is_checked():
+    with pytest.raises(ValueError, match="unknown power_iterations 'twice'; known: per_update"):
+        train.StepConfig(loss="hinge", z_dim=4, power_iterations="twice")
+    with pytest.raises(ValueError, match="use --power_iterations=per_update"):
+        train.StepConfig(loss="hinge", z_dim=4, power_iterations="per_call", unroll_steps=5)
