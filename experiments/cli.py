@@ -8,9 +8,10 @@ Importing it gives every command JAX's own flags (``--jax_platforms=cpu``, ``--j
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import NoReturn
 
@@ -42,6 +43,39 @@ def fail(message: str) -> NoReturn:
     """Prints ``error: <message>`` to stderr and exits with status 2."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+@contextlib.contextmanager
+def training_boundary(
+    *user_errors: type[Exception], diverged: str = "training diverged: "
+) -> Iterator[None]:
+    """Around a command's training: each way it is expected to end early, as one sentence.
+
+    A signal that the loop stopped on (``gans.loop.Interrupted``: its checkpoint is saved)
+    exits with the signal's conventional status (130 for Ctrl-C); Ctrl-C outside a step
+    (building, compiling, scoring) with 130 too; a non-finite loss, a workdir of other settings
+    or in use, and ``user_errors`` (``ValueError`` unless given) with ``fail``. The library is
+    imported here, once training is about to start, not with this module.
+    """
+    from gans import loop, workdir
+
+    try:
+        yield
+    except loop.Interrupted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(128 + e.signal_number)
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted outside a training step; the latest checkpoint is kept: run "
+            "the same command again to resume.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(130)
+    except loop.NonFiniteError as e:
+        fail(f"{diverged}{e}")
+    except (workdir.ResumeError, workdir.WorkdirInUseError, *(user_errors or (ValueError,))) as e:
+        fail(str(e))
 
 
 def require_at_least(flag_values: flags.FlagValues, names: Iterable[str], bound: int = 1) -> None:

@@ -148,23 +148,8 @@ def main(build=build_run) -> None:
         + (f", resuming from the checkpoint of step {resumed}" if resumed else ""),
         flush=True,
     )
-    try:
+    with cli.training_boundary(diverged=""):
         summary = train(run, workdir, config=config, on_progress=_print_progress)
-    except (runner.NonFiniteError, runner.ResumeError, runner.WorkdirInUseError) as e:
-        fail(str(e))
-    except runner.Interrupted as e:
-        # The conventional status of a process ended by a signal, after a clean stop.
-        print(str(e), file=sys.stderr, flush=True)
-        sys.exit(128 + e.signal_number)
-    except KeyboardInterrupt:
-        # Outside the loop (building, compiling, final pictures): the checkpoints stand.
-        print(
-            "error: interrupted outside a training step; the latest checkpoint is kept: run "
-            "the same command again to resume.",
-            file=sys.stderr,
-            flush=True,
-        )
-        sys.exit(130)
     print(
         f"done in {_format_duration(summary['wall_seconds'])}; samples: {workdir / 'samples.png'}"
         if "runs" not in summary

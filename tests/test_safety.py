@@ -571,3 +571,30 @@ def test_the_same_seed_on_eight_devices_gives_the_same_bits(tmp_path):
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (
         tmp_path / "b" / "metrics.jsonl"
     ).read_text()
+
+
+@pytest.mark.parametrize(
+    "raised, status, message",
+    [
+        (runner.Interrupted(41, signal.SIGINT), 130, "stopped by SIGINT after step 41"),
+        (runner.Interrupted(41, signal.SIGTERM), 128 + signal.SIGTERM, "SIGTERM"),
+        (KeyboardInterrupt(), 130, "error: interrupted outside a training step"),
+        (runner.NonFiniteError("loss became non-finite"), 2, "error: training diverged: loss"),
+        (workdir_lib.ResumeError("other settings"), 2, "error: other settings"),
+        (ValueError("a bad row"), 2, "error: a bad row"),
+    ],
+    ids=["sigint", "sigterm", "ctrl_c_outside_a_step", "diverged", "resume", "user_error"],
+)
+def test_every_training_command_ends_early_with_one_sentence(raised, status, message, capsys):
+    # The one boundary of the experiments and the paper programs (experiments.cli).
+    from experiments import cli as program_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        with program_cli.training_boundary():
+            raise raised
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(RuntimeError, match="a bug"):  # Anything else is not a user's mistake.
+        with program_cli.training_boundary():
+            raise RuntimeError("a bug")

@@ -260,7 +260,7 @@ def main(argv: Sequence[str]) -> None:
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
     start = time.perf_counter()
-    try:
+    with cli.training_boundary(ValueError, RuntimeError):
         run_study(
             workdir,
             FLAGS.rows,
@@ -269,8 +269,6 @@ def main(argv: Sequence[str]) -> None:
             num_seeds=FLAGS.num_seeds,
             table_path=table_path,
         )
-    except (ValueError, RuntimeError) as e:
-        cli.fail(str(e))
     elapsed = digits_comparison._duration(time.perf_counter() - start)
     print(f"done in {elapsed}; tables: {table_path}", flush=True)
     print(table_path.read_text(), flush=True)

@@ -479,7 +479,7 @@ def main(argv: Sequence[str]) -> None:
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
     start = time.perf_counter()
-    try:
+    with cli.training_boundary(ValueError, RuntimeError):
         run_comparison(
             workdir,
             FLAGS.experiments,
@@ -492,8 +492,6 @@ def main(argv: Sequence[str]) -> None:
             data=FLAGS.data,
             image_size=FLAGS.image_size,
         )
-    except (ValueError, RuntimeError) as e:
-        cli.fail(str(e))
     print(f"done in {_duration(time.perf_counter() - start)}; table: {table_path}", flush=True)
     print(table_path.read_text(), flush=True)
 

@@ -575,15 +575,17 @@ def main(argv: Sequence[str]) -> None:
         print(f"table: {outputs['table']}, picture: {outputs['picture']}")
         return
     start = time.perf_counter()
-    run_table(
-        FLAGS.losses,
-        FLAGS.datasets,
-        settings,
-        workdir=FLAGS.workdir,
-        command=command,
-        log=lambda line: print(line, flush=True),
-        **outputs,
-    )
+    # Finished pairs are in the records; a stopped pair resumes from its checkpoints.
+    with cli.training_boundary():
+        run_table(
+            FLAGS.losses,
+            FLAGS.datasets,
+            settings,
+            workdir=FLAGS.workdir,
+            command=command,
+            log=lambda line: print(line, flush=True),
+            **outputs,
+        )
     minutes = (time.perf_counter() - start) / 60
     print(
         f"all done in {minutes:.1f} min; table: {outputs['table']}, picture: {outputs['picture']}"

@@ -40,7 +40,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -323,9 +322,7 @@ def run_table(
         results["bound"] = {**accuracy_bound(settings), **bound_for}
     earlier = results["rows"]
     # Rows finished under other settings are dropped: their runs would not match the table.
-    results["rows"] = {
-        n: r for n, r in earlier.items() if same_settings(r["settings"], current)
-    }
+    results["rows"] = {n: r for n, r in earlier.items() if same_settings(r["settings"], current)}
     for name in names:
         if name in results["rows"]:
             log(f"{name}: finished earlier, kept")
@@ -434,7 +431,6 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     command = cli.training_command("experiments.paper.stacked_digits")
-    from gans import runner
 
     start = time.perf_counter()
     where = {
@@ -443,20 +439,13 @@ def main(argv: Sequence[str]) -> None:
         "picture": FLAGS.picture,
         "command": command,
     }
-    try:
+    # The rows finished so far are in results.json; the same command resumes the rest.
+    with cli.training_boundary():
         if FLAGS.redraw:
             redraw(FLAGS.rows, settings, **where)
             print(f"table: {FLAGS.table}, picture: {FLAGS.picture}")
             return
         run_table(FLAGS.rows, settings, **where, log=lambda line: print(line, flush=True))
-    except ValueError as e:  # Resume errors (another run's workdir) are ValueErrors too.
-        cli.fail(str(e))
-    except runner.NonFiniteError as e:
-        cli.fail(f"training diverged: {e}")
-    except runner.Interrupted as e:
-        # The rows finished so far are in results.json; the same command resumes the rest.
-        print(str(e), file=sys.stderr, flush=True)
-        sys.exit(128 + e.signal_number)
     minutes = (time.perf_counter() - start) / 60
     print(f"all done in {minutes:.1f} min; table: {FLAGS.table}, picture: {FLAGS.picture}")
 
