@@ -158,6 +158,10 @@ def main(build=build_run) -> None:
     )
     for k, result in enumerate(summary.get("runs", [summary])):
         prefix = f"run {k}: " if "runs" in summary else ""
+        scores = {name[5:]: v for name, v in result.items() if name.startswith("eval/")}
+        if "fid" in scores:  # The last step was scored (--eval_every).
+            label = features_label(run.dataset.scoring)
+            print(f"{prefix}step {result['step']}: {describe(scores, features=label)}", flush=True)
         if "code_purity" in result:
             print(
                 f"{prefix}categorical code vs the classes its samples are read as: purity "
@@ -172,6 +176,45 @@ def main(build=build_run) -> None:
                 f"reverse KL: {result['reverse_kl']:.3f}",
                 flush=True,
             )
+
+
+def features_label(scoring) -> str:
+    """How FIDs on a data set's scoring network are named (``"MNIST"``: MNIST-FID), or ""."""
+    if scoring is None:
+        return ""
+    from gans.metrics import digits_classifier
+
+    return digits_classifier.source(scoring.classifier).label
+
+
+def describe(result: dict[str, Any], modes: int | None = None, features: str = "") -> str:
+    """One line of a sample-quality result (``gans.evaluation``), as the commands print it.
+
+    Args:
+      result: the scores, without the ``eval/`` prefix of a metrics line.
+      modes: a 2-D mixture's mode count.
+      features: whose features the FID is on (``features_label``; "" for Inception's).
+    """
+    if "fid" in result:
+        name = f"{features}-FID" if features else "FID"
+        text = (
+            f"{name} {result['fid']:.2f} (real vs real {result['fid_real_vs_real']:.2f})  "
+            f"KID {result['kid_mean']:.4f}  precision {result['precision']:.3f}  "
+            f"recall {result['recall']:.3f}"
+        )
+        if "classes" in result:
+            text += (
+                f"  classes {result['classes']:g}/10  "
+                f"KL from uniform {result['kl_from_uniform']:.3f}"
+            )
+        return text + f"  IS {result['is_mean']:.2f}"
+    if "high_quality" not in result:  # Stacked digits.
+        return f"modes {result['modes']}/1000  KL from uniform {result['kl']:.3f}"
+    return (
+        f"modes {result['modes']}/{modes}  high-quality {100 * result['high_quality']:.1f}%  "
+        f"reverse KL {result['reverse_kl']:.3f}  W1 {result['wasserstein_1']:.4f} "
+        f"(real vs real {result['wasserstein_1_real_vs_real']:.4f})"
+    )
 
 
 def _experiment_name() -> str:

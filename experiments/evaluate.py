@@ -49,32 +49,6 @@ flags.DEFINE_string(
 )
 
 
-def describe(result, modes=None):
-    if "fid" in result:
-        text = (
-            f"FID {result['fid']:.2f} (real vs real {result['fid_real_vs_real']:.2f})  "
-            f"KID {result['kid_mean']:.4f}  precision {result['precision']:.3f}  "
-            f"recall {result['recall']:.3f}"
-        )
-        if "classes" in result:
-            text = (
-                "digits-"
-                + text
-                + (
-                    f"  classes {result['classes']}/10  "
-                    f"KL from uniform {result['kl_from_uniform']:.3f}"
-                )
-            )
-        return text + f"  IS {result['is_mean']:.2f}"
-    if "high_quality" not in result:  # Stacked digits.
-        return f"modes {result['modes']}/1000  KL from uniform {result['kl']:.3f}"
-    return (
-        f"modes {result['modes']}/{modes}  high-quality {100 * result['high_quality']:.1f}%  "
-        f"reverse KL {result['reverse_kl']:.3f}  W1 {result['wasserstein_1']:.4f} "
-        f"(real vs real {result['wasserstein_1_real_vs_real']:.4f})"
-    )
-
-
 def _extractor():
     if not flags.FLAGS.inception_weights:
         return None
@@ -104,7 +78,8 @@ def evaluate_run():
         text = json.dumps(result, indent=2, default=float)
         workdir_lib.write_atomically(directory / "evaluation.json", text)
         prefix = f"run {k}: " if len(states) > 1 else ""
-        print(f"{prefix}step {step}: {describe(result, modes)}", flush=True)
+        label = common.features_label(run.dataset.scoring)
+        print(f"{prefix}step {step}: {common.describe(result, modes, label)}", flush=True)
 
 
 def read_samples(path, element_shape):
@@ -171,10 +146,11 @@ def evaluate_samples():
     )
     result = evaluation.set_quality(samples, reference, extractor)
     network = "Inception" if FLAGS.inception_weights else f"{extractor.source} classifier"
+    label = "" if FLAGS.inception_weights else common.features_label(reference_set.scoring)
     result = {"samples": len(samples), "reference": num, "features": network, **result}
     print(
         f"{len(samples)} samples against {num} images of {FLAGS.dataset} ({network} features): "
-        f"{describe(result)}",
+        f"{common.describe(result, features=label)}",
         flush=True,
     )
     if out is not None:

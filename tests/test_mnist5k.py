@@ -99,3 +99,27 @@ def test_a_flagfile_moves_between_tfds_mnist_and_mnist5k_by_its_dataset():
             from_tfds, ours = full.batch(5, 16, seed=2, group=2), ours.batch(5, 16, seed=2, group=2)
             np.testing.assert_array_equal(from_tfds["y"], ours["y"])
             np.testing.assert_array_equal(from_tfds["x"], ours["x"])
+
+
+def test_scores_are_named_after_the_network_that_read_them():
+    # What `evaluate` and a run scored at its last step print: MNIST-FID on the MNIST
+    # classifier's features, digits-FID on the digits', plain FID on Inception's.
+    from experiments import common
+
+    result = {
+        "fid": 3.476,
+        "fid_real_vs_real": 0.275,
+        "kid_mean": 0.1,
+        "precision": 0.44,
+        "recall": 0.88,
+        "classes": 10.0,
+        "kl_from_uniform": 0.025,
+        "is_mean": 6.5,
+    }
+    mnist = common.describe(result, features=common.features_label(data.Scoring("mnist5k")))
+    assert mnist.startswith("MNIST-FID 3.48 (real vs real 0.28)  KID 0.1000  precision 0.440")
+    assert "classes 10/10  KL from uniform 0.025  IS 6.50" in mnist
+    digits = common.describe(result, features=common.features_label(data.Scoring("digits")))
+    assert digits.startswith("digits-FID 3.48")
+    inception = {k: v for k, v in result.items() if k not in ("classes", "kl_from_uniform")}
+    assert common.describe(inception, features=common.features_label(None)).startswith("FID 3.48")
