@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments.paper import mode_coverage, mode_coverage_report
@@ -190,10 +191,16 @@ def test_pacgan_networks_are_its_released_toy_protocol():
         run = mode_coverage.build_run(loss, "grid25", settings)
         # PacGAN's batch is 100 packs: 100 m samples of each kind.
         assert (run.batch_size, run.step.pack, run.step.z_dim) == (100 * pack, pack, 2)
-    # The optimizers are Adam at beta1 0.8: its first step moves every parameter by the rate.
-    grads = {"w": jnp.array([3.0, -0.5])}
-    update, _ = run.critic_tx.update(grads, run.critic_tx.init(grads), grads)
-    np.testing.assert_allclose(update["w"], [-1e-4, 1e-4], rtol=1e-3)
+    # The critic's optimizer is Adam at 1e-4 with beta1 0.8: two updates of opposite gradients
+    # equal optax's Adam with those settings, and not the unrolled protocol's beta1 0.5.
+    def two_updates(tx):
+        first, second = {"w": jnp.array([3.0, -0.5])}, {"w": jnp.array([-1.0, 2.0])}
+        _, opt_state = tx.update(first, tx.init(first), first)
+        return tx.update(second, opt_state, second)[0]["w"]
+
+    ours = two_updates(run.critic_tx)
+    np.testing.assert_allclose(ours, two_updates(optax.adam(1e-4, b1=0.8)), rtol=1e-5)
+    assert not np.allclose(ours, two_updates(optax.adam(1e-4, b1=0.5)), rtol=1e-3)
 
 
 def test_the_two_protocols_keep_their_records_apart():
