@@ -191,6 +191,7 @@ def test_pacgan_networks_are_its_released_toy_protocol():
         run = mode_coverage.build_run(loss, "grid25", settings)
         # PacGAN's batch is 100 packs: 100 m samples of each kind.
         assert (run.batch_size, run.step.pack, run.step.z_dim) == (100 * pack, pack, 2)
+
     # The critic's optimizer is Adam at 1e-4 with beta1 0.8: two updates of opposite gradients
     # equal optax's Adam with those settings, and not the unrolled protocol's beta1 0.5.
     def two_updates(tx):
