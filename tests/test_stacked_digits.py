@@ -202,6 +202,19 @@ def test_the_study_runs_on_stacked_mnist_with_a_narrower_critic():
         stacked_digits.Settings(dataset="digits")
 
 
+def test_the_minibatch_std_row_scores_each_example_with_its_group_of_four():
+    settings = stacked_digits.Settings(steps=2, seeds=1)
+    run = stacked_digits.build_run("minibatch_std", settings)
+    assert (run.critic.minibatch_std, run.critic.minibatch_std_group) == (True, 4)
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
+    variables = run.critic.init(jax.random.key(1), x, train=False)
+    # Changing example 5 moves the scores of its group (4-7) and leaves the other group's.
+    moved = x.at[5].multiply(3.0)
+    before, after = (np.asarray(run.critic.apply(variables, v, train=False)) for v in (x, moved))
+    np.testing.assert_array_equal(before[:4], after[:4])
+    assert np.all(np.abs(before[[4, 6, 7]] - after[[4, 6, 7]]) > 0)
+
+
 def test_rows_are_data_and_bad_names_are_one_sentence():
     assert stacked_digits.ROWS["pacgan2"].step_options() == {"pack": 2}
     assert stacked_digits.ROWS["unrolled5"].step_options() == {"unroll_steps": 5}

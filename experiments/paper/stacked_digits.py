@@ -14,7 +14,8 @@ whole study runs offline on a CPU.
 
 Rows (``ROWS``): NS-GAN with the DCGAN (VEEGAN's and PacGAN's baseline), WGAN-GP (lambda 10,
 n_critic 5, Adam 1e-4, beta1 0, beta2 0.9 as in Gulrajani et al., 2017), PacGAN's packing of 2
-samples (PacDCGAN2) and the unrolled GAN with 5 look-ahead critic steps, 3 seeds each, every row
+samples (PacDCGAN2), the unrolled GAN with 5 look-ahead critic steps and the minibatch standard
+deviation of Karras et al. (2018) on the critic's last map, 3 seeds each, every row
 one vmapped program (``gans.runner``). The DCGAN at 8x8 has one stride-2 stage in each player
 (PacGAN's at 28x28: four). Each finished row rewrites the table (``--table``) beside the
 published Stacked-MNIST rows, and the picture of seed 0's samples of every row (``--picture``;
@@ -65,6 +66,8 @@ class Row:
         gradient penalty, whose norms must stay per example).
       pack: PacGAN's packing, ``StepConfig.pack`` (1: off).
       unroll_steps: the unrolled GAN's look-ahead, ``StepConfig.unroll_steps`` (0: off).
+      minibatch_std_group: the critic's minibatch standard deviation over groups of this many
+        examples (``models.layers.minibatch_std``; 0: off).
     """
 
     label: str
@@ -76,6 +79,7 @@ class Row:
     critic_norm: str = "batch"
     pack: int = 1
     unroll_steps: int = 0
+    minibatch_std_group: int = 0
 
     def step_options(self) -> dict[str, int]:
         """The ``StepConfig`` fields this row sets away from their defaults."""
@@ -96,6 +100,10 @@ ROWS: dict[str, Row] = {
     ),
     "pacgan2": Row("PacGAN2 (NS-GAN, pack 2)", "non_saturating", pack=2),
     "unrolled5": Row("Unrolled NS-GAN (5 steps)", "non_saturating", unroll_steps=5),
+    # Karras et al. (2018), section 3: the group of 4 of their released code and StyleGAN2's.
+    "minibatch_std": Row(
+        "NS-GAN, minibatch-std critic (group 4)", "non_saturating", minibatch_std_group=4
+    ),
 }
 
 
@@ -177,7 +185,12 @@ def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0
     size, _, channels = dataset.element_shape
     generator = models.DCGANGenerator(image_size=size, channels=channels, width=settings.width)
     critic_width = settings.critic_width or settings.width
-    critic = models.DCGANCritic(width=critic_width, normalization=row.critic_norm)
+    critic = models.DCGANCritic(
+        width=critic_width,
+        normalization=row.critic_norm,
+        minibatch_std=bool(row.minibatch_std_group),
+        minibatch_std_group=row.minibatch_std_group or None,
+    )
     if row.optimizer == "dcgan":
         lr, b1, b2 = settings.dcgan_lr, 0.5, 0.999
     else:
