@@ -188,6 +188,27 @@ def _models(dataset, penalty, axis_name=None):
             attention_resolution=attention,
             axis_name=axis_name,
         )
+    elif kind == "standard_cnn":
+        if len(dataset.element_shape) != 3:
+            raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
+        if FLAGS.minibatch_std:
+            raise UserError("--minibatch_std applies to --model=mlp and dcgan, not standard_cnn.")
+        if FLAGS.critic_norm not in (None, "none"):
+            raise UserError(
+                "the standard CNN critic has no normalisation layers (spectral norm is "
+                "--spectral_norm); leave --critic_norm unset."
+            )
+        if FLAGS.downsampling != "strided":
+            raise UserError("--downsampling applies to --model=dcgan and msg, not standard_cnn.")
+        size, _, channels = dataset.element_shape
+        generator = models.StandardGenerator(
+            image_size=size,
+            channels=channels,
+            width=FLAGS.width,
+            spectral_norm=FLAGS.generator_spectral_norm,
+            axis_name=axis_name,
+        )
+        critic = models.StandardCritic(width=critic_width, spectral_norm=FLAGS.spectral_norm)
     else:
         if len(dataset.element_shape) != 3:
             raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")

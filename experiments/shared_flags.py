@@ -96,9 +96,9 @@ flags.DEFINE_integer("depth", 3, "MLP hidden layers (2-D data).")
 flags.DEFINE_enum(
     "model",
     "auto",
-    ["auto", "mlp", "dcgan", "resnet", "msg"],
+    ["auto", "mlp", "dcgan", "resnet", "msg", "standard_cnn"],
     "Architecture: auto (MLP for 2-D data, DCGAN for images), mlp, dcgan, resnet (the WGAN-GP "
-    "and SNGAN CIFAR ResNets) or msg (MSG-GAN).",
+    "and SNGAN CIFAR ResNets), msg (MSG-GAN) or standard_cnn (SNGAN's standard CNN).",
 )
 flags.DEFINE_enum(
     "critic_pooling",

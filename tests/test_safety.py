@@ -183,6 +183,17 @@ BAD_INPUTS = [
     Bad("negative unroll", ("--unroll_steps=-1",), "--unroll_steps must be >= 0, got -1"),
     Bad("unroll InfoGAN", ("--unroll_steps=2", "--info_categories=4"), "drop --unroll_steps"),
     Bad("minibatch std on MSG", ("--minibatch_std", "--model=msg", "--dataset=digits"), "not msg"),
+    Bad("standard CNN on 2-D data", ("--model=standard_cnn",), "needs image data"),
+    Bad(
+        "norm on the standard CNN",
+        ("--model=standard_cnn", "--dataset=digits", "--critic_norm=layer"),
+        "no normalisation layers",
+    ),
+    Bad(
+        "minibatch std on the standard CNN",
+        ("--model=standard_cnn", "--dataset=digits", "--minibatch_std"),
+        "not standard_cnn",
+    ),
     # Flagfiles.
     Bad("missing flagfile", ("--flagfile=/nonexistent/wgan.cfg",), "/nonexistent/wgan.cfg"),
     Bad(

@@ -23,6 +23,12 @@ from gans.models.resnet import (
 )
 from gans.models.resnet_blocks import ConditionalBatchNorm
 from gans.models.msg import MSGCritic, MSGGenerator, MSGTrunk, image_pyramid, num_scales_for
+from gans.models.standard_cnn import (
+    StandardCritic,
+    StandardGenerator,
+    StandardTrunk,
+    sngan_standard_cnn,
+)
 from gans.models.vae import VAE, VAEEncoder
 
 __all__ = [
@@ -32,6 +38,10 @@ __all__ = [
     "ResNetGenerator",
     "ResNetTrunk",
     "SelfAttention",
+    "StandardCritic",
+    "StandardGenerator",
+    "StandardTrunk",
+    "sngan_standard_cnn",
     "sngan_cifar_resnet",
     "wgan_gp_cifar_resnet",
     "ConditionalCritic",
