@@ -142,7 +142,8 @@ def _models(dataset, penalty, axis_name=None):
     critic_width = FLAGS.critic_width or FLAGS.width
     if FLAGS.attention_resolution and kind != "resnet":
         raise UserError("--attention_resolution applies to --model=resnet only.")
-    if kind != "resnet" and FLAGS.critic_pooling != "mean":
+    # Given, not only an experiment's default (SNGAN's sum, for its ResNet).
+    if kind != "resnet" and FLAGS["critic_pooling"].present and FLAGS.critic_pooling != "mean":
         raise UserError("--critic_pooling applies to --model=resnet only.")
     if kind == "mlp":
         hidden = (FLAGS.width,) * FLAGS.depth

@@ -1,68 +1,148 @@
-"""The baselines study's rows, commands and tables, on fake workdirs with known answers."""
+"""The baselines study's rows, commands, tables and pictures, on fake workdirs with known
+answers; and (slow) two rows trained for two steps and scored, as README's quick check runs."""
 
 import json
+import subprocess
+import sys
 
+import matplotlib.image
+import numpy as np
 import pytest
 from cli import FLAGS
 
 from experiments.paper import baselines
 
 
-def _fake_row(workdir, name, fids, steps=1000):
+def _fake_row(workdir, name, fids, steps=1000, p=None):
     for k, fid in enumerate(fids):
         directory = workdir / name / f"run_{k}"
         directory.mkdir(parents=True)
+        lines = []
+        if p is not None:  # ADA logs its probability at every logging step.
+            lines.append({"step": steps // 2, "augment_probability": p[k] / 2})
         line = {"step": steps, "eval/fid": fid, "eval/precision": 0.5 + k / 10}
-        line.update({"eval/recall": 0.9, "eval/fid_real_vs_real": 0.8})
-        (directory / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+        line.update({"eval/recall": 0.9, "eval/fid_real_vs_real": 0.3})
+        if p is not None:
+            line["augment_probability"] = p[k]
+        lines.append(line)
+        (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        image = np.full((20, 20, 3), 0.1 * k + 0.2, np.float32)
+        matplotlib.image.imsave(directory / "samples.png", image)
 
 
 def test_every_row_names_a_committed_flagfile_and_every_table_known_rows():
     for row in baselines.ROWS.values():
-        assert (FLAGS / row.flagfile).is_file(), row.flagfile
+        text = (FLAGS / row.flagfile).read_text()
+        assert "--dataset=mnist5k" in text, row.flagfile
     for members in baselines.TABLES.values():
         baselines.check_rows(members)
     listed = (FLAGS / "paper_baselines.cfg").read_text().split("--rows=")[1].split()[0]
     assert set(listed.split(",")) == set(baselines.ROWS)
+    # Every row is in a table, and a table compares rows at one budget.
+    assert set().union(*baselines.TABLES.values()) == set(baselines.ROWS)
+    for title, members in baselines.TABLES.items():
+        if title != "components":  # Two comparisons, each at its own budget.
+            assert len({baselines.ROWS[n].steps for n in members}) == 1, title
 
 
-def test_a_rows_command_is_its_flagfile_its_flags_and_the_budget(tmp_path):
-    args = baselines.command("sngan_10_ada", tmp_path, steps=7, seed=3, num_seeds=2)
+def test_a_rows_command_is_its_flagfile_its_flags_and_its_budget(tmp_path):
+    args = baselines.command("cnn_sn_10_ada", tmp_path, steps=0, seed=3, num_seeds=2)
     assert args[1:3] == ["-m", "experiments.sngan"]
-    assert args[3].endswith("sngan_digits.cfg")
+    assert args[3].endswith("sngan_cnn_mnist.cfg")
     for flag in ("--data_fraction=0.1", "--ada_target=0.6", "--augment_probability=0"):
         assert flag in args
-    assert args[-5:] == [
-        f"--workdir={tmp_path / 'sngan_10_ada'}",
-        "--steps=7",
+    assert args[-6:] == [
+        f"--workdir={tmp_path / 'cnn_sn_10_ada'}",
+        "--steps=2000",
         "--seed=3",
         "--num_runs=2",
-        "--eval_every=7",
+        "--eval_every=2000",
+        "--sample_every=2000",
     ]
+    # --steps overrides every row's budget; the ResNet rows run at 16 pixels, half the steps.
+    assert "--steps=7" in baselines.command("resnet_sn", tmp_path, steps=7, seed=0, num_seeds=1)
+    resnet = baselines.command("resnet_sn_attention", tmp_path, steps=0, seed=0, num_seeds=1)
+    assert {"--image_size=16", "--attention_resolution=8", "--steps=1000"} <= set(resnet)
 
 
-def test_tables_give_medians_and_intervals_over_seeds_and_mark_unfinished_rows(tmp_path):
-    _fake_row(tmp_path, "sngan", [3.0, 1.0, 2.0])
-    _fake_row(tmp_path, "sngan_augment", [5.0, 4.0, 6.0])
-    (tmp_path / "sngan_augment" / "run_1" / "metrics.jsonl").unlink()  # Still training.
+def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_path):
+    _fake_row(tmp_path, "cnn_sn", [3.0, 1.0, 2.0], steps=2000)
+    _fake_row(tmp_path, "cnn_sn_augment", [5.0, 4.0, 6.0], steps=2000)
+    _fake_row(tmp_path, "cnn_sn_10_ada", [7.0, 8.0, 9.0], steps=2000, p=[0.2, 0.3, 0.4])
+    (tmp_path / "cnn_sn_augment" / "run_1" / "metrics.jsonl").unlink()  # Still training.
+    (tmp_path / "cnn_sn" / baselines.WALL_FILE).write_text("125.0")
     path = tmp_path / "table.md"
-    finished = baselines.write_tables(tmp_path, ["sngan", "sngan_augment"], 3, path)
-    assert set(finished) == {"sngan"}
-    assert finished["sngan"]["fid_median"] == 2.0
-    assert finished["sngan"]["precision_median"] == pytest.approx(0.6)
-    fid = finished["sngan"]["fid_summary"]
+    names = ["cnn_sn", "cnn_sn_augment", "cnn_sn_10_ada"]
+    finished = baselines.write_tables(tmp_path, names, 3, path)
+    assert set(finished) == {"cnn_sn", "cnn_sn_10_ada"}
+    assert finished["cnn_sn"]["fid_median"] == 2.0
+    assert finished["cnn_sn"]["precision_median"] == pytest.approx(0.6)
+    fid = finished["cnn_sn"]["fid_summary"]
     assert (fid.mean, fid.std, fid.n) == (2.0, 1.0, 3)  # The sample std (ddof 1).
+    assert finished["cnn_sn_10_ada"]["final_p"] == [0.2, 0.3, 0.4]
+    assert "final_p" not in finished["cnn_sn"]
     text = path.read_text()
     # Resampling one seed three times has probability 1/27 > 2.5 %: the interval is [min, max].
     assert (
-        "| SNGAN (hinge, SN ResNet) | 2.00 | 2.00 ± 1.00 [1.00, 3.00] | 3.00, 1.00, 2.00 "
-        "| 0.60 ± 0.10 [0.50, 0.70] | 0.90 ± 0.00 [0.90, 0.90] |"
+        "| SNGAN: hinge, SN standard CNN | 2,000 | 2.00 | 2.00 ± 1.00 [1.00, 3.00] "
+        "| 3.00, 1.00, 2.00 | 0.60 ± 0.10 [0.50, 0.70] | 0.90 ± 0.00 [0.90, 0.90] | 2 min 05 s |"
     ) in text
     assert "| SNGAN + DiffAugment | (not finished) |" in text
-    assert "### data" in text and "### architectures" in text and "### components" in text
-    assert "digits-FID 0.80" in text
+    assert "### data" in text and "### normalisation" in text and "### components" in text
+    assert "### architectures" not in text  # No row of it was asked for.
+    assert "ADA's p at the last step, per seed: 0.200, 0.300, 0.400." in text
+    assert "MNIST-FID 0.30" in text and "digits-FID" not in text
+    # One picture per table with a finished row, seed 0's samples of each.
+    written = baselines.save_pictures(tmp_path, finished, tmp_path / "pictures")
+    assert sorted(p.name for p in written) == [
+        "baselines_components.png",
+        "baselines_data.png",
+        "baselines_normalisation.png",
+    ]
+    assert all(p.stat().st_size > 1000 for p in written)
 
 
-def test_unknown_rows_are_refused_with_the_known_ones():
+def test_unknown_rows_and_bad_budgets_are_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="unknown row 'sngan_5'; known rows: wgan_gp_dcgan"):
         baselines.check_rows(["sngan_5"])
+    for flag, message in [
+        ("--steps=-1", "--steps must be >= 0, got -1"),
+        ("--rows=sngan_5", "unknown row 'sngan_5'"),
+        ("--num_seeds=0", "--num_seeds must be >= 1, got 0"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "experiments.paper.baselines", f"--workdir={tmp_path}", flag],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert message in result.stderr, result.stderr
+    assert not any(tmp_path.iterdir())  # Nothing written.
+
+
+@pytest.mark.slow
+def test_two_rows_train_two_steps_are_scored_and_drawn(tmp_path):
+    # README's quick check of the baseline flags: ADA on 10 % and the DCGAN, two seeds each.
+    table = tmp_path / "table.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.paper.baselines",
+            f"--workdir={tmp_path / 'runs'}",
+            "--rows=cnn_sn_10_ada,wgan_gp_dcgan",
+            "--steps=2",
+            "--num_seeds=2",
+            f"--table={table}",
+            f"--pictures={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = table.read_text()
+    assert "| SNGAN + ADA (p from 0, target 0.6), 10 % | 2 |" in text
+    assert "| WGAN-GP, DCGAN | 2 |" in text
+    assert "ADA's p at the last step, per seed:" in text
+    assert (tmp_path / "baselines_data.png").is_file()
+    assert (tmp_path / "baselines_architectures.png").is_file()

