@@ -96,8 +96,26 @@ SETTINGS = {
         512,
         "Mode-coverage protocol NS-GAN: z 256, 2x128 tanh MLPs, batch 512, n_critic 1",
     ),
+    # The MNIST baselines study's networks (experiments/paper/baselines.py), 16x16x1.
+    "dcgan16": (None, 64, "WGAN-GP DCGAN 16x16x1, width 32, z 64, lambda 10, n_critic 5"),
+    "resnet16": (None, 64, "WGAN-GP ResNet 16x16x1, width 32, z 64, lambda 10, n_critic 5"),
+    "sngan_resnet16": (
+        None,
+        64,
+        "SNGAN ResNet 16x16x1, widths 64 / 32, hinge, spectral norm, n_critic 5",
+    ),
+    "cnn16": (None, 64, "SNGAN standard CNN 16x16x1, width 32, hinge, spectral norm, n_critic 1"),
 }
 N_CRITIC = 5
+# Settings whose protocol trains another number of critic updates a step.
+SETTING_N_CRITIC = {"cnn16": 1}
+
+
+def default_n_critic(name: str) -> int:
+    """The critic updates a step of setting ``name`` (``N_CRITIC`` unless it says otherwise)."""
+    return SETTING_N_CRITIC.get(name, N_CRITIC)
+
+
 # Layer microbenchmarks: (input side, input channels, output channels) at the setting's batch.
 CONV_SETTING = "convs"
 TRANSPOSED_LAYERS = ((4, 256, 128), (8, 128, 64), (16, 64, 3))  # The DCGAN-32 generator's.
@@ -120,9 +138,11 @@ def build_setting(
 
     if name == "mode":
         return _build_mode(batch, n_critic, num_runs)
-    n_critic = N_CRITIC if n_critic is None else n_critic
-    learning_rate = 1e-4
+    n_critic = default_n_critic(name) if n_critic is None else n_critic
+    learning_rate, b2 = 1e-4, 0.9
     width = FLAGS.width or None
+    loss, penalty = "wasserstein", "gradient_penalty"
+    implementation = {"conv_implementation": FLAGS.conv_implementation}
     if name == "toy":
         hidden = (width,) * 3 if width else (512, 512, 512)
         generator = models.MLPGenerator(out_dim=2, hidden=hidden)
@@ -133,6 +153,36 @@ def build_setting(
             conv_implementation=FLAGS.conv_implementation, axis_name=axis_name
         )
         z_dim, shape, weight, b1, learning_rate = 128, (32, 32, 3), 10.0, 0.0, 2e-4
+    elif name in ("dcgan16", "resnet16"):  # wgan_gp_mnist_quick.cfg, --model=resnet or not.
+        kind = "DCGAN" if name == "dcgan16" else "ResNet"
+        generator = getattr(models, f"{kind}Generator")(
+            image_size=16, channels=1, width=width or 32, axis_name=axis_name, **implementation
+        )
+        critic = getattr(models, f"{kind}Critic")(
+            width=width or 32, normalization="none", **implementation
+        )
+        z_dim, shape, weight, b1, learning_rate = 64, (16, 16, 1), 10.0, 0.0, 3e-4
+    elif name in ("sngan_resnet16", "cnn16"):  # sngan_mnist.cfg at 16, sngan_cnn_mnist.cfg.
+        if name == "cnn16":
+            generator = models.StandardGenerator(
+                16, 1, width=width or 32, axis_name=axis_name, **implementation
+            )
+            critic = models.StandardCritic(width=width or 32, spectral_norm=True, **implementation)
+            b1, b2 = 0.5, 0.999
+        else:
+            generator = models.ResNetGenerator(
+                16, 1, width=width or 64, axis_name=axis_name, **implementation
+            )
+            critic = models.ResNetCritic(
+                width=width or 32,
+                spectral_norm=True,
+                pooling="sum",
+                score_bias=False,
+                **implementation,
+            )
+            b1 = 0.0
+        z_dim, shape, weight, learning_rate = 128, (16, 16, 1), 0.0, 2e-4
+        loss, penalty = "hinge", None
     else:
         implementation = FLAGS.conv_implementation
         generator = models.DCGANGenerator(
@@ -147,13 +197,13 @@ def build_setting(
         )
         z_dim, shape, weight, b1 = 128, (32, 32, 3), 10.0, 0.0
     config = train.StepConfig(
-        loss="wasserstein",
+        loss=loss,
         z_dim=z_dim,
-        penalty="gradient_penalty",
-        penalty_options=(("weight", weight),),
+        penalty=penalty,
+        penalty_options=(("weight", weight),) if penalty else (),
     )
     # One optimizer object for every run: it is static in the state, so the states stack.
-    tx = train.make_optimizer("adam", learning_rate, b1=b1, b2=0.9)
+    tx = train.make_optimizer("adam", learning_rate, b1=b1, b2=b2)
     states = [
         train.create_state(
             generator=generator,
@@ -333,7 +383,7 @@ def time_jax(name: str, batch: int) -> dict:
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    if name in ("dcgan32", "resnet32"):
+    if name not in ("toy", "mode"):
         result["conv_implementation"] = layers.resolve_implementation(FLAGS.conv_implementation)
     return result
 

@@ -69,7 +69,11 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
         "peak_gflops": round(peak_flops / 1e9, 1),
         # XLA's count for the whole step, as the benchmark takes it.
         "gflop_per_iter": round(
-            benchmark.flops_per_iteration(name, batch, benchmark.N_CRITIC, FLAGS.num_runs) / 1e9, 4
+            benchmark.flops_per_iteration(
+                name, batch, benchmark.default_n_critic(name), FLAGS.num_runs
+            )
+            / 1e9,
+            4,
         ),
         **summary,
     }

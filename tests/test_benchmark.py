@@ -47,6 +47,14 @@ def test_the_batch_splits_over_simulated_devices():
     assert line["ms_per_iter"] > 0 and 0 < line["peak_fraction"]
 
 
+@pytest.mark.slow
+def test_the_baselines_studys_networks_are_settings_with_their_own_n_critic():
+    # SNGAN's standard CNN trains one critic update a step (CR-GAN's setting), the ResNets 5.
+    (line,) = benchmark_lines("--settings=cnn16", "--width=4")
+    assert (line["bench"], line["n_critic"], line["batch"]) == ("cnn16", 1, 16)
+    assert line["conv_implementation"] == "sub_pixel_matmul" and line["gflop_per_iter"] > 0
+
+
 def test_a_table_row_compares_k_runs_with_k_sequential_runs():
     result = {
         "bench": "toy",
