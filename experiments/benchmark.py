@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -531,4 +531,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

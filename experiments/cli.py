@@ -9,8 +9,14 @@ Importing it gives every command JAX's own flags (``--jax_platforms=cpu``, ``--j
 from __future__ import annotations
 
 import contextlib
+import datetime
+import errno
 import math
+import os
+import pathlib
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import NoReturn
@@ -43,6 +49,129 @@ def fail(message: str) -> NoReturn:
     """Prints ``error: <message>`` to stderr and exits with status 2."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+# What to do about an operating system's refusal, by its errno.
+_OS_ERROR_FIXES = {
+    errno.ENOENT: "check the path, or create what it names",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "the path is a folder where a file belongs: name a file",
+    errno.EEXIST: "something is already there: move it away or choose another path",
+    errno.ENAMETOOLONG: "use a shorter path (each name at most 255 bytes)",
+    errno.EACCES: "choose a path you may write to, or change its permissions",
+    errno.EPERM: "choose a path you may write to, or change its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.ENOSPC: "the disk is full: free some space or choose another disk",
+    errno.EDQUOT: "the disk quota is exhausted: free some space or choose another disk",
+    errno.ENOMEM: "the machine is out of memory: use a smaller batch, model or --num_runs",
+}
+# Exit statuses: a user's mistake (2, as fail), an interrupt (128 + SIGINT), a bug (EX_SOFTWARE).
+USER_STATUS, INTERRUPT_STATUS, BUG_STATUS = 2, 130, 70
+BUG_REPORTS_ENV = "GANS_BUG_REPORTS"
+
+
+def os_error_sentence(error: OSError) -> str:
+    """One sentence for an operating system's refusal: what it refused, where, and the fix."""
+    where = f" {error.filename}" if error.filename is not None else ""
+    if error.filename2 is not None:
+        where += f" -> {error.filename2}"
+    reason = error.strerror or str(error) or type(error).__name__
+    fix = _OS_ERROR_FIXES.get(error.errno, "check the path and the machine's resources")
+    return f"{reason}:{where}; {fix}." if where else f"{reason}; {fix}."
+
+
+def _bug_report(error: BaseException) -> pathlib.Path | None:
+    """Writes ``error``'s traceback to a file for a bug report; returns its path (None if no
+    folder would take it)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"gans-bug-{stamp}-{os.getpid()}.txt"
+    text = "".join(traceback.format_exception(error))
+    command = " ".join(sys.argv)
+    for folder in (os.environ.get(BUG_REPORTS_ENV), tempfile.gettempdir()):
+        if not folder:
+            continue
+        try:
+            path = pathlib.Path(folder) / name
+            path.write_text(f"command: {command}\n\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def guarded(main):
+    """``main`` with every way it may end early turned into one sentence and an exit status.
+
+    A user's mistake (``ValueError``; absl's flag errors never reach here) and an operating
+    system's refusal (``OSError``: a path too long, a file where a folder belongs, a full or
+    read-only disk...) exit 2 with ``error: <sentence>``; a file that is not UTF-8 text names
+    itself; Ctrl-C exits 130; anything else is a bug: one sentence that says so, exit 70, and
+    the traceback in a file (``$GANS_BUG_REPORTS``, else the temporary folder) for a report.
+    """
+
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print(
+                "error: interrupted; nothing was lost: checkpoints written so far are kept, and "
+                "the same command resumes or starts clean.",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(INTERRUPT_STATUS)
+        except UnicodeDecodeError as e:
+            fail(
+                f"a file is not UTF-8 text ({e.reason} at byte {e.start}); flagfiles and records "
+                "must be UTF-8: check the file's encoding."
+            )
+        except OSError as e:
+            fail(os_error_sentence(e))
+        except MemoryError:
+            fail(_OS_ERROR_FIXES[errno.ENOMEM].capitalize() + ".")
+        except ValueError as e:
+            fail(str(e))
+        except Exception as e:  # noqa: BLE001 - the boundary of the whole command.
+            path = _bug_report(e)
+            kept = f"the traceback is in {path}" if path else "no folder would take the traceback"
+            print(
+                f"error: internal error ({type(e).__name__}: {e}); this is a bug, not your "
+                f"input: {kept}; please include it in a report.",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(BUG_STATUS)
+
+    return wrapped
+
+
+def _undecodable_flagfile(argv: Sequence[str]) -> str | None:
+    """The first ``--flagfile`` of ``argv`` that is not UTF-8 text, or None."""
+    for arg in argv:
+        for directive in _FLAGFILE_DIRECTIVES:
+            if arg.startswith(directive + "="):
+                path = arg.split("=", 1)[1]
+                try:
+                    pathlib.Path(path).read_bytes().decode("utf-8")
+                except UnicodeDecodeError:
+                    return path
+                except OSError:
+                    continue
+    return None
+
+
+def run(main) -> None:
+    """``absl.app.run`` of ``guarded(main)``: every command's entry point.
+
+    absl reads the flagfiles before ``main`` runs; one that is not UTF-8 is named here.
+    """
+    from absl import app
+
+    try:
+        app.run(guarded(main))
+    except UnicodeDecodeError as e:
+        path = _undecodable_flagfile(sys.argv) or "a flagfile"
+        fail(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.")
 
 
 @contextlib.contextmanager
@@ -175,7 +304,7 @@ def accept_jax_flags(argv: Sequence[str]) -> None:
     """
     try:
         args = flags.FLAGS.read_flags_from_files(list(argv[1:]))
-    except flags.Error:  # An unreadable flagfile: absl reports it when it parses.
+    except (flags.Error, UnicodeDecodeError):  # An unreadable flagfile: reported at parsing.
         args = list(argv[1:])
     names = [arg.lstrip("-").partition("=")[0] for arg in args if arg.startswith("-")]
     given = any(name.startswith(("jax_", "nojax_")) for name in names)

@@ -15,7 +15,7 @@ import pathlib
 import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import cli, shared_flags
 from experiments.compose import UserError, build_run
@@ -276,7 +276,7 @@ def run_command(command, needs_workdir: bool = True) -> None:
             _require_workdir()
         command()
 
-    app.run(_main)
+    cli.run(_main)
 
 
 def run(build=build_run) -> None:
@@ -291,4 +291,4 @@ def run(build=build_run) -> None:
         _require_workdir()
         main(build)
 
-    app.run(_main)
+    cli.run(_main)

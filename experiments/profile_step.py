@@ -18,7 +18,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -106,4 +106,4 @@ if __name__ == "__main__":
     # The benchmark's flags (settings, sizes, layouts) are this command's too.
     from experiments import benchmark  # noqa: F401
 
-    app.run(main)
+    cli.run(main)

@@ -25,7 +25,7 @@ import pathlib
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -157,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -460,11 +460,16 @@ def train(
       Interrupted: a signal arrived; the step it arrived in was completed and checkpointed.
       NonFiniteError: from ``CheckFinite`` or ``Checkpoint``.
     """
-    moment = None
+    moment, in_flight = None, None
     try:
         with _deferred_signals() as signals:
             for step in range(start_step + 1, steps + 1):
                 state, metrics = step_fn(state, next_batch(step))
+                # At most two steps queued on the device: a signal stops the run within a step
+                # or two of compute, not after every step the host had dispatched ahead.
+                if in_flight is not None:
+                    jax.block_until_ready(in_flight)
+                in_flight = metrics
                 stopping = bool(signals) and step != steps
                 moment = Moment(step, steps, state, metrics, num_runs, stopping)
                 for action in actions:

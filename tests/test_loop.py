@@ -94,7 +94,9 @@ def test_check_finite_names_every_bad_metric_and_the_run():
         values = jnp.asarray([1.0, math.nan])
         return state, {"loss": values, "penalty": jnp.asarray([1.0, math.inf])}
 
-    with pytest.raises(loop.NonFiniteError, match="loss, penalty became non-finite at step 1 in run 1"):
+    with pytest.raises(
+        loop.NonFiniteError, match="loss, penalty became non-finite at step 1 in run 1"
+    ):
         loop.train(0, diverging, lambda s: None, steps=3, actions=[loop.CheckFinite(1)], num_runs=2)
 
 
@@ -124,6 +126,27 @@ def test_a_signal_finishes_the_step_lets_the_actions_see_it_stopping_then_interr
     with pytest.raises(loop.Interrupted, match="stopped by SIGTERM after step 2"):
         loop.train(0, step_then_signal, lambda s: None, steps=9, actions=[Watch(1)])
     assert stopping == [(1, False), (2, True)]
+
+
+def test_the_host_waits_for_a_step_before_dispatching_the_one_after_next(monkeypatch):
+    # At most two steps in flight: an interrupt waits for them, not for a long queue.
+    events = []
+    monkeypatch.setattr(loop.jax, "block_until_ready", lambda x: events.append(("wait", x)))
+
+    def step(state, batch):
+        events.append(("step", state + 1))
+        return state + 1, state + 1  # The metrics are the step's number.
+
+    loop.train(0, step, lambda s: None, steps=4, actions=[])
+    assert events == [
+        ("step", 1),
+        ("step", 2),
+        ("wait", 1),
+        ("step", 3),
+        ("wait", 2),
+        ("step", 4),
+        ("wait", 3),
+    ]
 
 
 def test_checkpoints_follow_orbax_interval_plus_the_last_step(tmp_path):

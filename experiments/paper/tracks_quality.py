@@ -198,7 +198,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import cli
 
@@ -414,4 +414,4 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(_main)
+    cli.run(_main)
