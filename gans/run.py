@@ -7,6 +7,7 @@ state, its compiled step and the batch each process feeds it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 from collections.abc import Callable
 
@@ -171,21 +172,61 @@ def process_item(run: Run, step: int, seed: int) -> dict:
     return item
 
 
+def _create_state(run: Run, example: jax.Array, seed: int) -> train_lib.GANState:
+    return train_lib.create_state(
+        generator=run.generator,
+        critic=run.critic,
+        generator_tx=run.generator_tx,
+        critic_tx=run.critic_tx,
+        config=run.step,
+        example=example,
+        key=jax.random.split(jax.random.key(seed))[0],
+    )
+
+
+def state_bytes(run: Run) -> int:
+    """Bytes of one run's training state (parameters, optimiser slots, statistics), from its
+    shapes alone (``jax.eval_shape``: nothing is allocated)."""
+    example = jnp.asarray(run.dataset.batch(0, run.batch_size, run.seed)["x"][0])
+    abstract = jax.eval_shape(lambda: _create_state(run, example, run.seed))
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract))
+
+
+def machine_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(run: Run, available: int | None = None) -> None:
+    """Refuses, before anything is allocated, runs whose states alone would not fit memory.
+
+    The states of ``num_runs`` runs (or a sweep's values) are held twice while a step updates
+    them; the estimate counts that and nothing else (activations, data), so a refusal is
+    certain and a pass is not a promise.
+
+    Raises:
+      ValueError: naming the estimate, one run's share and the machine's memory.
+    """
+    num_runs = len(run.seeds())
+    if num_runs == 1:
+        return
+    available = machine_bytes() if available is None else available
+    one = state_bytes(run)
+    needed = 2 * num_runs * one
+    if needed > available:
+        gib = 2**30
+        raise ValueError(
+            f"{num_runs:,} runs need about {needed / gib:,.1f} GiB for their training states "
+            f"alone ({2 * one / 2**20:,.1f} MiB each, held twice while a step updates them), "
+            f"more than this machine's {available / gib:,.1f} GiB; train fewer runs at once "
+            "(--num_runs, --sweep) or a smaller model."
+        )
+
+
 def initial_state(run: Run) -> train_lib.GANState:
     """The state training starts from: one run's, or the runs' stacked (``gans.sweep``)."""
-    first = run.dataset.batch(0, run.batch_size, run.seed)
-    states = [
-        train_lib.create_state(
-            generator=run.generator,
-            critic=run.critic,
-            generator_tx=run.generator_tx,
-            critic_tx=run.critic_tx,
-            config=run.step,
-            example=jnp.asarray(first["x"][0]),
-            key=jax.random.split(jax.random.key(seed))[0],
-        )
-        for seed in run.seeds()
-    ]
+    example = jnp.asarray(run.dataset.batch(0, run.batch_size, run.seed)["x"][0])
+    states = [_create_state(run, example, seed) for seed in run.seeds()]
     if len(states) == 1:
         return states[0]
     state = sweep_lib.stack(states)

@@ -254,6 +254,7 @@ def train_and_evaluate(
         are not saved, the metrics log keeps every line written before.
     """
     workdir = check_workdir(workdir)
+    run_lib.check_memory(run)
     start = time.perf_counter()
     seeds = run.seeds()
     num_runs = len(seeds)

@@ -128,3 +128,43 @@ def test_ctrl_c_at_any_moment_ends_the_command_with_130_and_one_sentence(tmp_pat
     assert process.returncode == 130, (out[-1000:], err[-2000:])
     assert "Traceback" not in err, err[-2000:]
     assert "done in" not in out  # It did not train on to the end.
+
+
+def test_runs_whose_states_cannot_fit_are_refused_before_anything_is_allocated(tmp_path, commands):
+    # The demo's default MLPs (3 x 512): 12.8 MiB of state a run, 2,500 GiB for 100,000.
+    args = ("--dataset=8gaussians", "--steps=2", "--num_runs=100000")
+    result = commands("wgan_gp", *args, f"--workdir={tmp_path / 'run'}")
+    line = _one_sentence(result)
+    assert "100,000 runs need about" in line and "more than this machine's" in line, line
+    assert not any((tmp_path / "run").iterdir())  # No record binds the folder.
+
+
+def test_the_memory_estimate_counts_parameters_and_adams_two_slots():
+    import dataclasses
+
+    import jax
+
+    from gans import data, models, run, train
+
+    toy = run.Run(
+        dataset=data.get_dataset("8gaussians"),
+        generator=models.MLPGenerator(out_dim=2, hidden=(8,)),
+        critic=models.MLPCritic(hidden=(8,)),
+        generator_tx=train.make_optimizer("adam", 1e-3),
+        critic_tx=train.make_optimizer("adam", 1e-3),
+        step=train.StepConfig(loss="wasserstein", z_dim=2),
+        n_critic=1,
+        batch_size=4,
+        steps=1,
+    )
+    # Generator 2 -> 8 -> 2 and critic 2 -> 8 -> 1: 42 and 33 float32 parameters, each with
+    # Adam's mu and nu beside it, and a few scalars (step counts, keys).
+    params = 42 + 33
+    assert 3 * 4 * params <= run.state_bytes(toy) < 3 * 4 * params + 256
+    run.check_memory(toy, available=1)  # One run is never refused: nothing to trade.
+    many = dataclasses.replace(toy, num_runs=1000)
+    needed = 2 * 1000 * run.state_bytes(toy)
+    run.check_memory(many, available=needed)
+    with pytest.raises(ValueError, match=r"1,000 runs need about .* more than this machine's"):
+        run.check_memory(many, available=needed - 1)
+    assert run.machine_bytes() > 2**30 and jax.device_count() >= 1
