@@ -146,3 +146,15 @@ def test_two_rows_train_two_steps_are_scored_and_drawn(tmp_path):
     assert "ADA's p at the last step, per seed:" in text
     assert (tmp_path / "baselines_data.png").is_file()
     assert (tmp_path / "baselines_architectures.png").is_file()
+
+
+def test_a_row_stopped_by_a_signal_is_an_interrupt_and_a_failed_one_an_error(tmp_path):
+    from experiments.paper import digits_comparison
+
+    log = tmp_path / "train.log"
+    stopped = [sys.executable, "-c", "import sys; sys.exit(130)"]
+    with pytest.raises(KeyboardInterrupt):  # The study then exits 130: the same command resumes.
+        digits_comparison._run_logged(stopped, log)
+    failed = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"failed \(exit 3\); see .*train.log"):
+        digits_comparison._run_logged(failed, log)

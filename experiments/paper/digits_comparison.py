@@ -208,6 +208,8 @@ def _run_logged(args: list[str], log: pathlib.Path) -> None:
         result = subprocess.run(
             args, stdout=out, stderr=subprocess.STDOUT, env=_environment(), check=False
         )
+    if result.returncode in (130, 143):  # Stopped by SIGINT / SIGTERM after its checkpoint.
+        raise KeyboardInterrupt
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args[2:4])} failed (exit {result.returncode}); see {log}.")
 
