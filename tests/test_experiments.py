@@ -30,6 +30,17 @@ def test_every_flagfile_opens_with_what_it_runs_its_cpu_time_and_the_expected_re
         assert "CPU time:" in header and "Expected:" in header, name
 
 
+def test_every_flagfile_line_is_a_comment_or_one_flag_and_no_flag_is_given_twice():
+    # absl skips a line that is neither, silently: a damaged flagfile would still "work".
+    for name in FLAGFILES:
+        lines = [line for line in (FLAGS / name).read_text().splitlines() if line.strip()]
+        flags = [line for line in lines if not line.startswith("#")]
+        assert all(line.startswith("--") and " " not in line for line in flags), name
+        names = [line.split("=", 1)[0] for line in flags]
+        assert len(names) == len(set(names)), name
+        assert len(lines) < 80, name
+
+
 MODULES = sorted(
     (path.stem for path in FLAGS.parent.glob("*.py") if not path.stem.startswith("_")),
     key=len,
