@@ -142,8 +142,6 @@ def test_runs_whose_states_cannot_fit_are_refused_before_anything_is_allocated(t
 def test_the_memory_estimate_counts_parameters_and_adams_two_slots():
     import dataclasses
 
-    import jax
-
     from gans import data, models, run, train
 
     toy = run.Run(
@@ -167,4 +165,3 @@ def test_the_memory_estimate_counts_parameters_and_adams_two_slots():
     run.check_memory(many, available=needed)
     with pytest.raises(ValueError, match=r"1,000 runs need about .* more than this machine's"):
         run.check_memory(many, available=needed - 1)
-    assert run.machine_bytes() > 2**30 and jax.device_count() >= 1

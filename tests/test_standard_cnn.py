@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gans import models
-from gans.models import layers, standard_cnn
+from gans.models import layers
 
 NATIVE = {"conv_implementation": "native"}
 
@@ -128,4 +128,3 @@ def test_bad_settings_are_one_sentence():
         models.StandardGenerator(image_size=28)
     with pytest.raises(ValueError, match=r"expects square images .* got shape \(1, 28, 28, 1\)"):
         _abstract(models.StandardCritic(width=4), jnp.zeros((1, 28, 28, 1)))
-    assert standard_cnn.LEAKY_SLOPE == 0.1
