@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import pathlib
 import sys
@@ -231,6 +230,7 @@ def restore_from_workdir():
       step of the checkpoint they come from.
     """
     from gans import runner
+    from gans import workdir as workdir_lib
 
     workdir = pathlib.Path(FLAGS.workdir)
     config_path = workdir / "config.json"
@@ -239,8 +239,10 @@ def restore_from_workdir():
             f"--workdir {str(workdir)!r} holds no run (no config.json); give the --workdir of "
             "a training run."
         )
-    with open(config_path) as f:
-        saved = json.load(f)
+    saved = workdir_lib.read_record(workdir)
+    workdir_lib.check_kinds(
+        workdir, saved, {name: FLAGS[name].value for name in saved if name in FLAGS}
+    )
     if saved.get("experiment") == "experiments.vae":
         raise UserError("sampling and evaluating the VAE from its workdir is not supported yet.")
     for name, value in saved.items():

@@ -55,12 +55,13 @@ def _from_saved(saved: PyTree, template: PyTree) -> PyTree:
 
 @contextlib.contextmanager
 def _without_closed_loop_noise():
-    """Passes on what is written to stderr meanwhile, unless it is a failed restore's noise.
+    """Passes on what is written to stderr meanwhile, unless the restore failed.
 
-    When a damaged checkpoint fails to restore, Orbax closes its event loop while TensorStore
-    reads of the other arrays are still in flight, and their threads print "Event loop is
-    closed" tracebacks, and asyncio later logs their tasks' errors as never retrieved. Those
-    (and only after a failure) are dropped: the error raised says what is wrong.
+    When a damaged checkpoint fails to restore, Orbax logs what it could not read (a metadata
+    file missing or not JSON) and closes its event loop while TensorStore reads of the other
+    arrays are still in flight, whose threads print "Event loop is closed" tracebacks, and
+    asyncio later logs their tasks' errors as never retrieved. After a failure all of it is
+    dropped: the error raised says what is wrong, in one sentence.
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -81,7 +82,7 @@ def _without_closed_loop_noise():
             os.close(saved)
             capture.seek(0)
             text = capture.read().decode(errors="replace")
-            if text and not (failed and "Event loop is closed" in text):
+            if text and not failed:
                 sys.stderr.write(text)
                 sys.stderr.flush()
 

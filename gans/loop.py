@@ -192,6 +192,22 @@ class LineAction(PeriodicAction):
             line.update(self.measure(state, k, moment.step, w))
 
 
+class FirstStep(PeriodicAction):
+    """Calls ``write()`` once, after the first step this process trains: a run's record is
+    written there, so a run that fails or is stopped before one step binds no folder."""
+
+    def __init__(self, write: Callable[[], None]):
+        super().__init__(0)
+        self.write, self.done = write, False
+
+    def due(self, moment: Moment) -> bool:
+        return not self.done
+
+    def apply(self, moment: Moment) -> None:
+        self.write()
+        self.done = True
+
+
 class MetricsLog(PeriodicAction):
     """Appends each run's line to its ``metrics.jsonl`` (with ``write``) and keeps the last.
 
@@ -204,10 +220,17 @@ class MetricsLog(PeriodicAction):
         self.paths, self.write = [w / workdir_lib.METRICS_FILE for w in workdirs], write
         # A resumed run that has nothing left to train reports the lines it ended with.
         self.last = [(workdir_lib.read_log(p) or [{}])[-1] for p in self.paths]
-        if write:
-            for path in self.paths:  # A run stopped before its first line still has a log.
+        self.started = False
+
+    def __call__(self, moment: Moment) -> None:
+        # A run stopped after a step but before its first line still has a log; one stopped
+        # before its first step has none, and binds no folder.
+        if self.write and not self.started:
+            for path in self.paths:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
+        self.started = True
+        super().__call__(moment)
 
     def apply(self, moment: Moment) -> None:
         if self.write:

@@ -59,9 +59,11 @@ def _resume(
     config: dict[str, Any] | None,
     template: Any,
     checkpoint_every: int,
+    runs: list[dict[str, Any]] | None,
 ) -> tuple[checkpoints.Checkpointer, Any, int]:
-    """Opens the run's checkpoints; returns them, the state to start from and its step."""
-    workdir_lib.check_same_settings(workdir, config)
+    """Checks the run folder whole, then opens its checkpoints; returns them, the state to
+    start from and its step. Nothing is written before the folder has been checked."""
+    workdir_lib.check_run_folder(workdir, list(workdirs), config, runs)
     checkpointer = checkpoints.Checkpointer(workdir, every=checkpoint_every)
     try:
         start = checkpointer.latest_step() or 0
@@ -108,17 +110,23 @@ def _train_into(
     """
     writer = jax.process_index() == 0
     with workdir_lib.one_writer(workdir, writer):
-        checkpointer, state, start = _resume(workdir, workdirs, config, state, checkpoint_every)
+        checkpointer, state, start = _resume(
+            workdir, workdirs, config, state, checkpoint_every, runs
+        )
         try:
             state = replicate(state)
-            if writer:
+
+            def write_record():
                 workdir_lib.write_config(workdir, config)
                 if runs is not None:
                     workdir_lib.write_runs(workdir, runs)
-            # In the order they act after a step: a diverged step is neither logged nor saved.
+
+            # In the order they act after a step: a diverged step is neither recorded, logged
+            # nor saved.
             log = loop.MetricsLog(workdirs, log_every, write=writer)
             actions: list[loop.Action] = [loop.CheckFinite(log_every)]
             if writer:
+                actions += [loop.FirstStep(write_record)]
                 actions += [
                     loop.LineAction(every, log_every, measure, run_states, workdirs, at_last)
                     for every, at_last, measure in measures

@@ -58,6 +58,10 @@ class WorkdirInUseError(ValueError):
     """Another process is training into the same workdir."""
 
 
+class DamagedRunError(ResumeError):
+    """A file or folder of a run directory is not what the run wrote there."""
+
+
 def write_atomically(path: str | os.PathLike, content: str | bytes) -> None:
     """Writes ``path`` whole or not at all: a kill leaves the old file or the new one.
 
@@ -117,13 +121,14 @@ def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
             "directory you can write to."
         ) from None
     has_run_files = any((path / name).exists() for name in (METRICS_FILE, PARAMS_FILE, RUNS_FILE))
+    has_run_files |= (path / CHECKPOINTS).is_dir() and any((path / CHECKPOINTS).iterdir())
     if has_run_files and not (path / CONFIG_FILE).exists():
         raise ValueError(
             f"--workdir {str(path)!r} already holds a run without its {CONFIG_FILE}, which "
             "cannot be resumed; choose a new directory."
         )
     finished = (path / PARAMS_FILE).exists() or any(path.glob(f"run_*/{PARAMS_FILE}"))
-    if finished and not (path / CHECKPOINTS).is_dir():
+    if finished and not (path / CHECKPOINTS).exists():  # Not a folder: damage, named later.
         raise ValueError(
             f"--workdir {str(path)!r} already holds a finished run without checkpoints, which "
             "cannot be resumed; choose a new directory."
@@ -194,28 +199,171 @@ def _named_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str
     return _differences(flat(saved), flat(given)) or _differences(saved, given)
 
 
+def _kind(value: Any) -> str:
+    """A JSON value's kind, numbers as one (a float setting may be recorded as ``1``)."""
+    if value is None or isinstance(value, bool):
+        return type(value).__name__
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def _wrong_kinds(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """Settings whose recorded value is of another kind than the setting's (``"sixteen"`` for
+    a batch size): damage, not a change of settings. A setting of either side unset is not."""
+    return [
+        f"{name} holds {saved[name]!r} where the setting is a {_kind(given[name])}"
+        for name in sorted(set(saved) & set(given))
+        if None not in (saved[name], given[name]) and _kind(saved[name]) != _kind(given[name])
+    ]
+
+
+def read_record(workdir: pathlib.Path) -> dict[str, Any]:
+    """The run's record (``config.json``).
+
+    Raises:
+      DamagedRunError: it is not UTF-8, not JSON, or not a JSON object.
+    """
+    path = workdir / CONFIG_FILE
+    saved = _read_json(path)
+    if not isinstance(saved, dict):
+        raise _damaged(path, f"it holds a JSON {type(saved).__name__}, not the run's record")
+    return saved
+
+
+def check_kinds(workdir: pathlib.Path, saved: dict[str, Any], given: dict[str, Any]) -> None:
+    """Raises ``DamagedRunError`` naming the record's values of another kind than the
+    settings' of the same names (``given``)."""
+    wrong = _wrong_kinds(saved, _as_json(given))
+    if wrong:
+        raise _damaged(workdir / CONFIG_FILE, ", ".join(wrong))
+
+
 def check_same_settings(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
     """Refuses to resume a run whose record differs from ``config`` in a setting that
     changes what it trains, naming every such difference.
 
     Raises:
-      ResumeError: the records differ, or the saved one cannot be read.
+      DamagedRunError: the saved record cannot be read, is not a record, or holds a value of
+        the wrong kind.
+      ResumeError: the records differ.
     """
     if config is None or not (workdir / CONFIG_FILE).exists():
         return
-    try:
-        saved = json.loads((workdir / CONFIG_FILE).read_text())
-    except ValueError:
-        raise ResumeError(
-            f"{str(workdir / CONFIG_FILE)!r} is not valid JSON, so the run cannot be resumed; "
-            "restore the file or choose a new directory."
-        ) from None
-    changed = _named_differences(saved, _as_json(config))
+    saved, given = read_record(workdir), _as_json(config)
+    check_kinds(workdir, saved, given)
+    changed = _named_differences(saved, given)
     if changed:
         raise ResumeError(
             f"--workdir {str(workdir)!r} holds a run with other settings ({', '.join(changed)}); "
             "resume it with its own settings or choose a new directory."
         )
+
+
+def _damaged(path: pathlib.Path, what: str) -> DamagedRunError:
+    return DamagedRunError(
+        f"{str(path)!r} is damaged ({what}), so the run cannot be resumed; nothing was changed: "
+        "restore it from a copy, or choose a new --workdir."
+    )
+
+
+def _read_text(path: pathlib.Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _damaged(path, f"byte {error.start} is not UTF-8 text") from None
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as error:
+        raise _damaged(path, f"not valid JSON: {error.msg} at line {error.lineno}") from None
+
+
+def _check_log(path: pathlib.Path) -> None:
+    """Every line a JSON object with a whole-number ``step`` after the previous line's; only
+    the last line may be cut short (a kill while it was written)."""
+    text = _read_text(path)
+    lines = text.splitlines()
+    previous = 0
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):
+                return  # Cut short by a kill: dropped when the run resumes.
+            raise _damaged(path, f"line {number} is not a JSON record") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise _damaged(path, f"line {number} has no whole-number step")
+        if step <= previous:
+            raise _damaged(path, f"line {number}'s step {step} does not follow step {previous}")
+        previous = step
+
+
+def _check_params(path: pathlib.Path) -> None:
+    from flax import serialization  # Only where a finished run is resumed.
+
+    try:
+        serialization.msgpack_restore(path.read_bytes())
+    except Exception as error:  # msgpack's errors have no common base class.
+        raise _damaged(path, f"not a parameter file: {type(error).__name__}") from None
+
+
+def _check_runs(path: pathlib.Path, runs: list[dict[str, Any]] | None) -> None:
+    saved = _read_json(path)
+    if not (isinstance(saved, list) and all(isinstance(entry, dict) for entry in saved)):
+        raise _damaged(path, "it is not a list of runs")
+    seeds = [entry.get("seed") for entry in saved]
+    expected = seeds if runs is None else [entry["seed"] for entry in runs]
+    if seeds != expected:
+        raise _damaged(path, f"it lists seeds {seeds} where the record gives {expected}")
+
+
+def check_run_folder(
+    workdir: pathlib.Path,
+    workdirs: list[pathlib.Path],
+    config: dict[str, Any] | None,
+    runs: list[dict[str, Any]] | None = None,
+) -> None:
+    """Reads and checks everything of a run folder that resuming relies on or rewrites, before
+    anything is written: a damaged file refuses the run with nothing truncated or replaced.
+
+    Each of the run's files and folders must be of its kind (a file where a folder belongs is
+    damage); the record must be the same run's (``check_same_settings``); ``runs.json`` must
+    list the runs' seeds; each metrics log must be steps in order; final parameters must read
+    back; each complete checkpoint must be a folder (its contents are checked by restoring it).
+
+    Raises:
+      DamagedRunError: naming the first damaged file and what is wrong with it.
+      ResumeError: the record holds other settings.
+    """
+    folders = [workdir / CHECKPOINTS]
+    files = [workdir / CONFIG_FILE, workdir / RUNS_FILE]
+    for w in workdirs:
+        folders += [w, w / "samples", w / "tensorboard", w / "diagnostics"]
+        files += [w / METRICS_FILE, w / PARAMS_FILE, w / "curves.png", w / "samples.png"]
+    for path in folders:
+        if path.exists() and not path.is_dir():
+            raise _damaged(path, "a file where the run keeps a folder")
+    for path in files:
+        if path.is_dir():
+            raise _damaged(path, "a folder where the run keeps a file")
+    if (workdir / CHECKPOINTS).is_dir():
+        for entry in (workdir / CHECKPOINTS).iterdir():
+            # Orbax names a checkpoint by its step only once it is complete.
+            if entry.name.isdigit() and not entry.is_dir():
+                raise _damaged(entry, "a file where a checkpoint's folder belongs")
+            if entry.name.isdigit() and not any(entry.iterdir()):
+                raise _damaged(entry, "an empty folder where a checkpoint belongs")
+    check_same_settings(workdir, config)
+    if (workdir / RUNS_FILE).exists():
+        _check_runs(workdir / RUNS_FILE, runs)
+    for w in workdirs:
+        if (w / METRICS_FILE).exists():
+            _check_log(w / METRICS_FILE)
+        if (w / PARAMS_FILE).exists():
+            _check_params(w / PARAMS_FILE)
 
 
 def write_config(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:

@@ -1,5 +1,6 @@
 """Running experiment commands in subprocesses, as a user would, for the command-line tests."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -15,6 +16,17 @@ FLAGS = ROOT / "experiments" / "flags"
 # The session's compilation cache directory for commands, set by tests/conftest.py.
 COMPILATION_CACHE_ENV = "GANS_TESTS_COMPILATION_CACHE"
 TINY = ["--steps=2", "--log_every=1", "--width=16", "--batch_size=16", "--sample_every=0"]
+TOY = [
+    f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}",
+    "--log_every=1",
+    "--width=16",
+    "--batch_size=16",
+    "--sample_every=0",
+]
+# The finished run the tables of bad input start from (the ``trained`` fixture): checkpoints
+# at steps 2 and 4.
+TRAINED = [*TOY, "--steps=4", "--checkpoint_every=2"]
+LOCK_FILE = ".lock"  # gans.workdir.LOCK_FILE, whose content is the process holding it.
 
 
 def environment(devices: int = 1, **extra: str) -> dict[str, str]:
@@ -48,6 +60,17 @@ def run_experiment(module, *args, cwd=ROOT, devices=1, wait=True, env=None):
             command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def snapshot(root: pathlib.Path) -> dict[str, str]:
+    """Every file and directory under ``root`` with its content's hash (the lock aside)."""
+    return {
+        str(path.relative_to(root)): (
+            hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        )
+        for path in sorted(root.rglob("*"))
+        if path.name != LOCK_FILE
+    }
 
 
 def metric_lines(workdir: pathlib.Path) -> list[dict]:

@@ -10,11 +10,12 @@
 """
 
 import os
+import pathlib
 import shutil
 import tempfile
 
 import pytest
-from cli import COMPILATION_CACHE_ENV, CommandServer
+from cli import COMPILATION_CACHE_ENV, TRAINED, CommandServer, run_experiment
 
 _DEVICES = "--xla_force_host_platform_device_count=8"
 if _DEVICES not in os.environ.get("XLA_FLAGS", ""):
@@ -49,3 +50,13 @@ def commands():
     yield run
     for server in servers.values():
         server.close()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> pathlib.Path:
+    """A finished toy run (``cli.TRAINED``) that the bad-input tables copy and damage."""
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    result = run_experiment("wgan_gp", *TRAINED, f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
+    return workdir

@@ -105,6 +105,35 @@ def test_other_settings_are_refused_before_anything_is_touched(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == before
 
 
+def test_a_run_that_fails_before_its_first_step_binds_no_folder(tmp_path):
+    # A generator of 3-D points for 2-D data fails when the step is traced, after the folder
+    # was checked and the checkpoints opened: the corrected command must not meet a record.
+    broken = make_run(generator=models.MLPGenerator(out_dim=3, hidden=(16,)))
+    with pytest.raises(TypeError):
+        runner.train_and_evaluate(broken, tmp_path, config={"out_dim": 3})
+    assert not any((tmp_path / name).exists() for name in ("config.json", "metrics.jsonl"))
+    runner.train_and_evaluate(make_run(steps=2), tmp_path, config={"out_dim": 2})
+    assert json.loads((tmp_path / "config.json").read_text()) == {"out_dim": 2}
+
+
+@pytest.mark.parametrize(
+    "log, damage",
+    [
+        ('{"step": 2}\ngarbage\n{"step": 4}\n', "line 2 is not a JSON record"),
+        ('{"step": 2}\n[4]\n', "line 2 has no whole-number step"),
+        ('{"step": 2}\n{"step": true}\n', "line 2 has no whole-number step"),
+        ('{"step": 4}\n{"step": 2}\n', "line 2's step 2 does not follow step 4"),
+        ('{"step": 2}\n{"st\n', "line 2 is not a JSON record"),  # Cut, then written after.
+    ],
+)
+def test_a_damaged_log_refuses_the_run_and_is_kept_as_it_was(tmp_path, log, damage):
+    runner.train_and_evaluate(make_run(steps=4), tmp_path, config={"width": 16})
+    (tmp_path / "metrics.jsonl").write_text(log)
+    with pytest.raises(workdir.DamagedRunError, match=damage):
+        runner.train_and_evaluate(make_run(steps=8), tmp_path, config={"width": 16})
+    assert (tmp_path / "metrics.jsonl").read_text() == log
+
+
 def test_a_line_cut_short_by_a_kill_is_dropped_with_everything_after_it(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 2}\n{"step": 4}\n{"step": 6}\n{"st')

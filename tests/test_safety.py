@@ -7,7 +7,6 @@ exactly as it was.
 """
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 import random
@@ -20,21 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli import FLAGS, environment, metric_lines, run_experiment
+from cli import TOY, TRAINED, environment, metric_lines, run_experiment, snapshot
 from test_checkpoints import make_run
 
 from gans import checkpoints, data, runner
 from gans import workdir as workdir_lib
 
-TOY = [
-    f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}",
-    "--log_every=1",
-    "--width=16",
-    "--batch_size=16",
-    "--sample_every=0",
-]
-# The run the checkpoint rows start from: checkpoints at steps 2 and 4.
-TRAINED = [*TOY, "--steps=4", "--checkpoint_every=2"]
 # The VAE run the rows on its own flags (--beta) resume: a checkpoint at step 2.
 VAE_TRAINED = [
     "--steps=2",
@@ -44,15 +34,6 @@ VAE_TRAINED = [
     "--sample_every=0",
     "--checkpoint_every=2",
 ]
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> pathlib.Path:
-    workdir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_experiment("wgan_gp", *TRAINED, f"--workdir={workdir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert checkpoints.Checkpointer(workdir).all_steps() == [2, 4]
-    return workdir
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +165,9 @@ BAD_INPUTS = [
     Bad("unroll InfoGAN", ("--unroll_steps=2", "--info_categories=4"), "drop --unroll_steps"),
     Bad("minibatch std on MSG", ("--minibatch_std", "--model=msg", "--dataset=digits"), "not msg"),
     Bad("standard CNN on 2-D data", ("--model=standard_cnn",), "needs image data"),
-    Bad("sum pooling on DCGAN", ("--dataset=digits", "--critic_pooling=sum"), "--model=resnet only"),
+    Bad(
+        "sum pooling on DCGAN", ("--dataset=digits", "--critic_pooling=sum"), "--model=resnet only"
+    ),
     Bad(
         "norm on the standard CNN",
         ("--model=standard_cnn", "--dataset=digits", "--critic_norm=layer"),
@@ -358,7 +341,12 @@ BAD_INPUTS = [
         "holds arrays of other shapes",
         setup=edit_config(width=32),
     ),
-    Bad("corrupt config.json", TRAINED, "is not valid JSON", setup=write("config.json", "{")),
+    Bad(
+        "corrupt config.json",
+        TRAINED,
+        "is damaged (not valid JSON",
+        setup=write("config.json", "{"),
+    ),
     # Commands on a run.
     Bad("evaluate without a run", (), "holds no run (no config.json)", module="evaluate"),
     Bad("sample zero", ("--num=0", "--out={tmp}/s.npy"), "--num must be >= 1", "sample"),
@@ -371,17 +359,6 @@ BAD_INPUTS = [
         setup=damage_checkpoint("zero"),
     ),
 ]
-
-
-def snapshot(root: pathlib.Path) -> dict[str, str]:
-    """Every file and directory under ``root`` with its content's hash (the lock aside)."""
-    return {
-        str(path.relative_to(root)): (
-            hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-        )
-        for path in sorted(root.rglob("*"))
-        if path.name != workdir_lib.LOCK_FILE
-    }
 
 
 def test_the_table_has_at_least_25_rows_with_distinct_names():
