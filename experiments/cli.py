@@ -64,7 +64,18 @@ _OS_ERROR_FIXES = {
     errno.ENOSPC: "the disk is full: free some space or choose another disk",
     errno.EDQUOT: "the disk quota is exhausted: free some space or choose another disk",
     errno.ENOMEM: "the machine is out of memory: use a smaller batch, model or --num_runs",
+    errno.EFBIG: "the file is larger than the file size limit (ulimit -f) or the file system "
+    "allows: raise the limit or choose another disk",
+    errno.EMFILE: "the process may open no more files (ulimit -n): raise the limit",
 }
+# JAX's CPU runtime and the framework's imports need about 2 GiB of address space before a
+# run allocates anything (a 2-step toy run fails at 1.9 GiB, in a thread pool's creation or a
+# library's import, by an abort that no handler can turn into a sentence): a lower
+# ``ulimit -v`` is refused before JAX starts.
+MIN_ADDRESS_SPACE = 3 * 2**30
+# A run writes checkpoints, logs and pictures; under a lower ``ulimit -f`` a write fails
+# midway, in a writer's thread as often as not. 64 MiB holds a toy or digits run's files.
+MIN_FILE_SIZE = 64 * 2**20
 # Exit statuses: a user's mistake (2, as fail), an interrupt (128 + SIGINT), a bug (EX_SOFTWARE).
 USER_STATUS, INTERRUPT_STATUS, BUG_STATUS = 2, 130, 70
 BUG_REPORTS_ENV = "GANS_BUG_REPORTS"
@@ -78,6 +89,46 @@ def os_error_sentence(error: OSError) -> str:
     reason = error.strerror or str(error) or type(error).__name__
     fix = _OS_ERROR_FIXES.get(error.errno, "check the path and the machine's resources")
     return f"{reason}:{where}; {fix}." if where else f"{reason}; {fix}."
+
+
+def _platform_refused(error: BaseException) -> str | None:
+    """JAX's refusal of a platform the host lacks (``JAX_PLATFORMS=tpu`` on a CPU machine) as
+    one sentence, or None for any other error."""
+    text = str(error)
+    if not isinstance(error, RuntimeError) or not text.startswith("Unable to initialize backend"):
+        return None
+    reason = text.split(":", 1)[0].removeprefix("Unable to initialize backend").strip()
+    return (
+        f"JAX cannot start the backend {reason} that JAX_PLATFORMS or --jax_platforms asks for "
+        "on this machine; name one it has (cpu, or cuda where a GPU and its jax plugin are "
+        "installed) or leave it unset."
+    )
+
+
+def _limits_refused() -> str | None:
+    """A sentence refusing a resource limit too low for any run (``ulimit -v``, ``ulimit -f``),
+    or None."""
+    import resource
+
+    def below(kind: int, floor: int) -> int | None:
+        soft, _ = resource.getrlimit(kind)
+        return None if soft == resource.RLIM_INFINITY or soft >= floor else soft
+
+    space = below(resource.RLIMIT_AS, MIN_ADDRESS_SPACE)
+    if space is not None:
+        return (
+            f"the address-space limit (ulimit -v) is {space / 2**20:,.0f} MiB, and JAX's "
+            f"runtime needs about 2 GiB before training anything; raise it to at least "
+            f"{MIN_ADDRESS_SPACE // 2**20:,} MiB (ulimit -v unlimited)."
+        )
+    size = below(resource.RLIMIT_FSIZE, MIN_FILE_SIZE)
+    if size is not None:
+        return (
+            f"the file size limit (ulimit -f) is {size / 2**10:,.0f} KiB, too small for a run's "
+            f"checkpoints, logs and pictures; raise it to at least {MIN_FILE_SIZE // 2**20} MiB "
+            "(ulimit -f unlimited)."
+        )
+    return None
 
 
 def _bug_report(error: BaseException) -> pathlib.Path | None:
@@ -132,6 +183,8 @@ def guarded(main):
         except ValueError as e:
             fail(str(e))
         except Exception as e:  # noqa: BLE001 - the boundary of the whole command.
+            if _platform_refused(e):
+                fail(_platform_refused(e))
             path = _bug_report(e)
             kept = f"the traceback is in {path}" if path else "no folder would take the traceback"
             print(
@@ -160,18 +213,40 @@ def _undecodable_flagfile(argv: Sequence[str]) -> str | None:
     return None
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, its errors (a value a flag cannot hold, a flagfile that cannot be
+    opened) as one sentence and status 2 like every other mistake."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        text = " ".join(str(e).removeprefix("ERROR:: ").split())
+        fail(f"{text.rstrip('.')}; --helpshort lists the flags.")
+
+
 def run(main) -> None:
     """``absl.app.run`` of ``guarded(main)``: every command's entry point.
 
-    absl reads the flagfiles before ``main`` runs; one that is not UTF-8 is named here.
+    absl reads the flagfiles before ``main`` runs; one that is not UTF-8 is named here. After
+    a failure's sentence, what the interpreter's shutdown prints (a file writer's exit hook or
+    a thread meeting the same full disk or closed file) is not shown: the sentence said it.
     """
     from absl import app
 
     try:
-        app.run(guarded(main))
-    except UnicodeDecodeError as e:
-        path = _undecodable_flagfile(sys.argv) or "a flagfile"
-        fail(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.")
+        refused = _limits_refused()
+        if refused:
+            fail(refused)
+        try:
+            app.run(guarded(main), flags_parser=parse_flags)
+        except UnicodeDecodeError as e:
+            path = _undecodable_flagfile(sys.argv) or "a flagfile"
+            fail(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            sys.stderr.flush()
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 2)
+        raise
 
 
 @contextlib.contextmanager
@@ -226,6 +301,15 @@ def _empty_path_message(name: str) -> str:
     return f"--{name} is empty; give it a path (an unset shell variable expands to nothing)."
 
 
+def _not_utf8(text: str) -> str | None:
+    """The first byte of ``text`` that the command line did not give as UTF-8 (Python keeps
+    it as a lone surrogate), as ``0xff``, or None."""
+    for char in text:
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            return f"0x{ord(char) - 0xDC00:02x}"
+    return None
+
+
 def check_flags(flag_list: Iterable[flags.Flag], command_line: Sequence[str] = ()) -> None:
     """Checks what every flag of a kind must hold, whichever program defines it.
 
@@ -254,6 +338,12 @@ def check_flags(flag_list: Iterable[flags.Flag], command_line: Sequence[str] = (
             raise ValueError(f"--{flag.name} must be a finite number, got {value}.")
         if flag.name in PATH_FLAGS and isinstance(value, str) and not value.strip():
             raise ValueError(_empty_path_message(flag.name))
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and _not_utf8(text):
+                raise ValueError(
+                    f"--{flag.name} holds a byte that is not UTF-8 text ({_not_utf8(text)}); "
+                    "run records and logs are UTF-8: rename the path or retype the value."
+                )
         if flag.name in SEED_FLAGS and not 0 <= value < SEED_LIMIT:
             raise ValueError(
                 f"--{flag.name} must be an integer from 0 to {SEED_LIMIT - 1}, got {value}."
