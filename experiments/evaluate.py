@@ -108,7 +108,7 @@ def read_samples(path, element_shape):
                 f"{list(element_shape)}: draw them at that size, or save them as PNGs or an .npz "
                 "to be resized."
             )
-        if not np.isfinite(images).all() or np.abs(images).max() > 1.0:
+        if images.size and (not np.isfinite(images).all() or np.abs(images).max() > 1.0):
             raise common.UserError(f"--samples={path} must lie in [-1, 1], a generator's range.")
         return images.astype(np.float32)
     else:
@@ -140,6 +140,11 @@ def evaluate_samples():
         raise common.UserError(f"--samples={FLAGS.samples} holds {len(samples)} images; give >= 4.")
     total = _num_examples(reference_set)
     num = min(FLAGS.num or 10_000, total)
+    if num < 4:
+        raise common.UserError(
+            f"--dataset={FLAGS.dataset} holds {num} images; precision and recall compare each "
+            "reference image with its 3 nearest neighbours, so give a reference of >= 4."
+        )
     reference = np.asarray(reference_set.batch(0, num, FLAGS.seed)["x"][0])
     extractor = evaluation.extractor_for(
         reference_set.element_shape, _extractor(), reference_set.scoring

@@ -72,6 +72,19 @@ def test_image_mode_converts_every_image_and_jpeg_is_read(tmp_path):
     assert levels[0] == 100 and abs(levels[1] - 200) <= 2  # JPEG rounds.
 
 
+@pytest.mark.parametrize("orientation, turned", [(1, 0), (3, 2), (6, 3), (8, 1)])
+def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path, orientation, turned):
+    # A camera stores a portrait photo on its side and says in EXIF tag 274 how to turn it:
+    # 3 half a turn, 6 a quarter clockwise (np.rot90 turns anticlockwise: 3 times), 8 anticlockwise.
+    upright = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3, 1) * 40
+    stored = np.rot90(upright, -turned)
+    exif = Image.Exif()
+    exif[274] = orientation
+    Image.fromarray(stored.squeeze(-1)).save(tmp_path / "photo.png", exif=exif)
+    pixels = files._decode(tmp_path / "photo.png", "auto")
+    np.testing.assert_array_equal(pixels, upright)
+
+
 def bad_folder(kind: str, root: pathlib.Path) -> pathlib.Path:
     """A folder with two good images and the one problem ``kind`` names; returns the bad file."""
     write_png(root / "a" / "0.png", constant(10))

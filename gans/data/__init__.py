@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
+import inspect
 import itertools
 from collections.abc import Callable, Iterator
 
@@ -413,10 +414,18 @@ def get_dataset(name: str, **options) -> Dataset:
         )
     if not options:
         return factory()
+    check_options(name, factory, options)
+    return factory(**options)
+
+
+def check_options(name: str, target: Callable, options: dict, *args) -> None:
+    """Refuses ``options`` that ``target`` (a data set's factory or class) does not take, as
+    a ``ValueError`` naming the data set; a ``TypeError`` of the factory's own work is a bug,
+    and is not dressed up as the user's."""
     try:
-        return factory(**options)
-    except TypeError as error:  # An unexpected or ill-typed option; the defaults always work.
-        raise ValueError(f"dataset {name!r} rejected options {options}: {error}.") from error
+        inspect.signature(target).bind(*args, **options)
+    except TypeError as error:
+        raise ValueError(f"dataset {name!r} rejected options {options}: {error}.") from None
 
 
 __all__ = [

@@ -163,9 +163,15 @@ def load_folder(
     if not images:
         raise ValueError(f"{name}: {str(root)!r} holds no PNG or JPEG images.")
 
+    from PIL import Image  # Matplotlib's dependency; imported only to read image files.
+
     def decode(file: pathlib.Path) -> np.ndarray | str:
         try:
             return _decode(file, image_mode)
+        except Image.DecompressionBombError as error:
+            del error  # Its message reads as an attack; the sentence says what to do.
+            limit = 2 * Image.MAX_IMAGE_PIXELS
+            return f"is too large to decode safely (over {limit:,} pixels, Pillow's limit)"
         except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for bad files.
             return f"cannot be read as an image ({error})"
 
@@ -229,10 +235,16 @@ def load_npz(
         what = "is a folder" if file.is_dir() else "does not exist"
         raise ValueError(f"{name}: {str(file)!r} {what}; give an .npz file holding 'images'.")
     try:
-        with np.load(file, allow_pickle=False) as arrays:
-            contents = {key: arrays[key] for key in arrays.files}
+        loaded = np.load(file, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ValueError(f"{name}: {str(file)!r} cannot be read as an .npz file ({error}).")
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{name}: {str(file)!r} is an .npy file (one array), not an .npz; save the images "
+            "with np.savez(FILE, images=...), or name the file .npy where a .npy is taken."
+        )
+    with loaded as arrays:
+        contents = {key: arrays[key] for key in arrays.files}
     if "images" not in contents:
         raise ValueError(
             f"{name}: {str(file)!r} has no 'images' array (it holds {sorted(contents)}); save "
@@ -298,10 +310,12 @@ def _visible_files(root: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _decode(file: pathlib.Path, image_mode: str) -> np.ndarray:
-    """uint8 [H, W, C] pixels of an image file, C 1 or 3 as ``image_mode`` says."""
-    from PIL import Image  # Matplotlib's dependency; imported only to read image files.
+    """uint8 [H, W, C] pixels of an image file, C 1 or 3 as ``image_mode`` says, upright as
+    its EXIF orientation says (a phone's portrait photo is stored on its side)."""
+    from PIL import Image, ImageOps
 
-    with Image.open(file) as image:
+    with Image.open(file) as opened:
+        image = ImageOps.exif_transpose(opened)
         image.load()
         gray = image.mode in _GRAY_MODES if image_mode == "auto" else image_mode == "grayscale"
         if gray:

@@ -26,7 +26,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 
-from gans.data import TFDS_PREFIX, Dataset, Scoring, _check_request, process_item_indices
+from gans.data import (
+    TFDS_PREFIX,
+    Dataset,
+    Scoring,
+    _check_request,
+    check_options,
+    process_item_indices,
+)
 from gans.data.images import centre_crop, resize, to_model_range
 
 # Options of the registered names; a caller's options override them.
@@ -50,10 +57,12 @@ def load(name: str, **options) -> "TFDSDataset":
       **options: `TFDSDataset` options; they override the registered name's defaults.
     """
     if name.startswith(TFDS_PREFIX):
+        check_options(name, TFDSDataset, {"name": name, **options}, name)
         return TFDSDataset(name.removeprefix(TFDS_PREFIX), name=name, **options)
     if name not in NAMED_DATASETS:
         known = ", ".join(sorted(NAMED_DATASETS))
         raise ValueError(f"unknown TFDS dataset {name!r}; known: {known}, or {TFDS_PREFIX}NAME.")
+    check_options(name, TFDSDataset, {"name": name, **options}, name)
     return TFDSDataset(name, name=name, **{**NAMED_DATASETS[name], **options})
 
 
