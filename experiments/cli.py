@@ -36,6 +36,7 @@ PATH_FLAGS = frozenset(
         "inception_weights",
         "reference_dir",
         "samples",
+        "compilation_cache",
     }
 )
 SEED_FLAGS = frozenset({"seed"})

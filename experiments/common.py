@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import pathlib
 import sys
 from typing import Any
@@ -57,6 +58,26 @@ def _print_progress(progress) -> None:
     if len(progress.runs) > 1:
         parts.append(f"(run 0 of {len(progress.runs)}; each run logs into its run_K directory)")
     print("  ".join(parts), flush=True)
+
+
+def use_compilation_cache() -> None:
+    """Keeps compiled programs in ``--compilation_cache`` (JAX's persistent cache), unless
+    ``JAX_COMPILATION_CACHE_DIR`` names a cache already or the flag is ``none``.
+
+    A cached executable is the one XLA compiled for the same program, options and machine, so
+    nothing a run computes changes; a resumed or repeated run skips the compile. Every program
+    is kept, however short its compile (JAX's default keeps those over a second only): the
+    many small ones are most of what a command compiles, and a second start of the digits
+    DCGAN took 7.7 s with them against 13.6 s without (BUILD_NOTES); the least recently used
+    are dropped beyond 1 GiB.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or FLAGS.compilation_cache == "none":
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", 2**30)
 
 
 def _initialize_distributed() -> None:
@@ -125,6 +146,7 @@ def record(step_settings: Any) -> dict[str, Any]:
 def main(build=build_run) -> None:
     """Builds the run from the flags, trains it, and reports; user errors exit non-zero."""
     try:
+        use_compilation_cache()
         _initialize_distributed()
         run = build()
         from gans import runner
@@ -276,6 +298,7 @@ def run_command(command, needs_workdir: bool = True) -> None:
         cli.check_command_line(argv, experiment_flags())
         if needs_workdir:
             _require_workdir()
+        use_compilation_cache()
         command()
 
     cli.run(_main)

@@ -7,6 +7,7 @@ An experiment module sets its paper's defaults (its loss and penalty among them)
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from absl import flags
@@ -249,6 +250,13 @@ flags.DEFINE_bool(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
 flags.DEFINE_integer("num_processes", None, "Processes in the run, for --distributed.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 to num_processes - 1.")
+flags.DEFINE_string(
+    "compilation_cache",
+    os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gans", "xla"),
+    "Where XLA keeps the programs it compiled (up to 1 GiB, the least recently used dropped), "
+    "so that a resumed or repeated run starts without compiling them again; 'none' keeps "
+    "nothing. JAX_COMPILATION_CACHE_DIR, where set, is used instead.",
+)
 
 # Several runs in one program.
 flags.DEFINE_integer(

@@ -41,6 +41,7 @@ RESUMABLE_CHANGES = frozenset(
         "num_processes",
         "process_id",
         "data_dir",
+        "compilation_cache",  # Where compiled programs are kept: the same programs either way.
     }
 )
 

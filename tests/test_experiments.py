@@ -5,7 +5,7 @@ import socket
 
 import numpy as np
 import pytest
-from cli import FLAGS, TINY, assert_same_metrics, metric_lines, run_experiment
+from cli import FLAGS, TINY, assert_same_metrics, environment, metric_lines, run_experiment
 
 TRICKS = [
     "--ema_decay=0.9",
@@ -260,3 +260,22 @@ def test_an_infogan_run_is_sampled_for_one_category_of_its_code(tmp_path):
     assert (
         refused.returncode == 2 and "--label needs a conditional or InfoGAN run" in refused.stderr
     )
+
+
+@pytest.mark.slow
+def test_a_repeated_run_takes_its_programs_from_the_compilation_cache(tmp_path):
+    # Without the test session's cache in the environment, the flag decides.
+    env = {k: v for k, v in environment(1).items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    cache = tmp_path / "cache"
+    args = [f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}", *TINY, f"--compilation_cache={cache}"]
+    first = run_experiment("wgan_gp", *args, f"--workdir={tmp_path / 'a'}", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = sorted(p.name for p in cache.iterdir())
+    assert kept  # Every program, however short its compile.
+    again = run_experiment("wgan_gp", *args, f"--workdir={tmp_path / 'b'}", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(p.name for p in cache.iterdir()) == kept  # Nothing compiled anew.
+    assert_same_metrics(metric_lines(tmp_path / "a"), metric_lines(tmp_path / "b"))
+    none = args[:-1] + ["--compilation_cache=none"]
+    off = run_experiment("wgan_gp", *none, f"--workdir={tmp_path / 'c'}", env=env)
+    assert off.returncode == 0 and sorted(p.name for p in cache.iterdir()) == kept
