@@ -428,6 +428,7 @@ def build_run():
             diagnose_every=FLAGS.diagnose_every,
             clip=FLAGS.clip or None,
             run_axis=FLAGS.run_axis,
+            parallel=FLAGS.parallel,
         )
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -241,6 +241,13 @@ flags.DEFINE_integer(
     None,
     "Local devices to train on with pmap (default: all); --batch_size is the global batch.",
 )
+flags.DEFINE_enum(
+    "parallel",
+    "pmap",
+    ["pmap", "shard_map"],
+    "How a run over several devices is compiled: jax.pmap, or jax.jit of jax.shard_map over a "
+    "device mesh (one host only); both train alike.",
+)
 flags.DEFINE_bool(
     "distributed",
     False,

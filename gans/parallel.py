@@ -125,6 +125,47 @@ def shard(item: PyTree, num_devices: int) -> PyTree:
     return jax.tree.map(split, item)
 
 
+TRANSFORMS = ("pmap", "shard_map")
+
+
+def data_parallel(fn: Callable, devices: Sequence[Any] | None, transform: str = "pmap") -> Callable:
+    """``fn`` run on every device over the axis ``AXIS``, its first argument donated.
+
+    ``pmap``: ``jax.pmap(fn, axis_name=AXIS)``. ``shard_map``: ``jax.jit`` of ``jax.shard_map``
+    over a one-axis ``Mesh`` of ``devices``, which JAX recommends since ``pmap`` became a
+    wrapper over it; in the same layout (every argument and result carries the leading device
+    axis that ``replicate`` and ``shard`` give, each device's block of it squeezed inside), so
+    the same state, batches and collectives (``lax.pmean``, ``axis_index``, ``axis_size`` over
+    ``AXIS``) serve both, and the two train alike (``tests/test_parallel.py``). One host only:
+    a batch spread over several processes' devices would have to be assembled into one global
+    array first.
+
+    Raises:
+      ValueError: an unknown ``transform``, or ``shard_map`` over several processes.
+    """
+    if transform == "pmap":
+        return jax.pmap(fn, axis_name=AXIS, devices=devices, donate_argnums=0)
+    if transform != "shard_map":
+        raise ValueError(f"--parallel must be one of {', '.join(TRANSFORMS)}, got {transform!r}.")
+    if jax.process_count() > 1:
+        raise ValueError(
+            "--parallel=shard_map runs on one host's devices; use --parallel=pmap for a run of "
+            "several processes."
+        )
+    mesh = jax.sharding.Mesh(np.array(list(devices or jax.local_devices())), (AXIS,))
+
+    def on_one_device(*args):
+        outputs = fn(*jax.tree.map(lambda block: block[0], args))
+        return jax.tree.map(lambda leaf: leaf[None], outputs)
+
+    # The outputs are the same on every device (averaged over AXIS) or the device's own, as
+    # under pmap: no replication is claimed for the checker to verify.
+    mapped = jax.shard_map(
+        on_one_device, mesh=mesh, in_specs=jax.P(AXIS), out_specs=jax.P(AXIS), check_vma=False
+    )
+    return jax.jit(mapped, donate_argnums=0)
+
+
 def replicate(tree: PyTree, devices: Sequence[Any]) -> PyTree:
     """One copy of ``tree`` per device, stacked along a new leading axis."""
     # Named like the step's axis, so the step's outputs match its inputs and it compiles once.

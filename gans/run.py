@@ -58,6 +58,8 @@ class Run:
       clip: the critic's weight-clipping bound, for the diagnostics' weight histograms.
       run_axis: how several runs share the program: "vmap", "map" (one after another inside
         it) or "auto", chosen per backend (``gans.sweep.resolve_run_axis``).
+      parallel: how a run over several devices is compiled, "pmap" or "shard_map"
+        (``gans.parallel.data_parallel``).
     """
 
     dataset: Dataset
@@ -82,6 +84,7 @@ class Run:
     diagnose_every: int = 0
     clip: float | None = None
     run_axis: str = "auto"
+    parallel: str = "pmap"
 
     def seeds(self) -> list[int]:
         """The seed of every run trained together."""
@@ -100,6 +103,10 @@ class Run:
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be >= 0, got {self.sample_every}.")
         sweep_lib.resolve_run_axis(self.run_axis)  # Checks the name.
+        if self.parallel not in parallel.TRANSFORMS:
+            raise ValueError(
+                f"parallel must be one of {', '.join(parallel.TRANSFORMS)}, got {self.parallel!r}."
+            )
         if self.sweep is not None and self.num_runs > 1:
             raise ValueError("give either several seeds (num_runs) or a sweep, not both.")
         for name in ("checkpoint_every", "eval_every", "diagnose_every"):
@@ -144,6 +151,7 @@ def compile_step(run: Run, num_runs: int, sharded: bool):
         devices if jax.process_count() == 1 else None,
         vmapped=num_runs > 1,
         run_axis=run.run_axis,
+        transform=run.parallel,
     )
 
     def step_fn(state, batches):

@@ -588,8 +588,10 @@ def make_pmapped_train_step(
     *,
     vmapped: bool = False,
     run_axis: str = "vmap",
+    transform: str = "pmap",
 ) -> Callable[[GANState, Mapping[str, Array]], tuple[GANState, Metrics]]:
-    """The train step data-parallel over ``devices`` (by default every device of every process).
+    """The train step data-parallel over ``devices`` (by default every device of every process),
+    by ``jax.pmap`` or ``jax.shard_map`` (``transform``: ``gans.parallel.data_parallel``).
 
     Takes a replicated state (``gans.parallel.replicate``) and batches split by
     ``gans.parallel.shard`` (``[devices, n_critic, B / devices, ...]``) and returns the
@@ -605,4 +607,4 @@ def make_pmapped_train_step(
     config = dataclasses.replace(config, axis_name=parallel.AXIS)
     step = make_train_step(config)
     step = sweep.over_runs(step, run_axis) if vmapped else step
-    return jax.pmap(step, axis_name=parallel.AXIS, devices=devices, donate_argnums=0)
+    return parallel.data_parallel(step, devices, transform)

@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_every",
         "diagnose_every",
         "num_devices",
+        "parallel",  # pmap or shard_map: how the same step is compiled over the devices.
         "distributed",
         "coordinator_address",
         "num_processes",

@@ -55,8 +55,11 @@ def test_devices_refuse_a_batch_that_does_not_split_and_too_many_devices():
     assert len(parallel.devices(4, batch_size=12)) == 4
 
 
-def train_both_ways(config, generator, critic, batches, example, *, parallel_models=None):
-    """Trains on one device with jit and on 8 with pmap from the same state and global batches."""
+def train_both_ways(
+    config, generator, critic, batches, example, *, parallel_models=None, transform="pmap"
+):
+    """Trains on one device with jit and on 8 with ``transform`` (pmap or shard_map) from the
+    same state and global batches."""
     # SGD with momentum, not Adam: Adam's first steps are about lr * sign(g), so a gradient
     # that is zero up to rounding (a dead unit) moves by lr on one side and not the other.
     make = lambda g, c: train.create_state(
@@ -75,7 +78,7 @@ def train_both_ways(config, generator, critic, batches, example, *, parallel_mod
     g, c = parallel_models or (generator, critic)
     devices = parallel.devices(NUM_DEVICES)
     replicated = parallel.replicate(make(g, c), devices)
-    pstep = train.make_pmapped_train_step(config, devices)
+    pstep = train.make_pmapped_train_step(config, devices, transform=transform)
     for item in batches:
         replicated, metrics = pstep(replicated, parallel.shard(item, NUM_DEVICES))
     # Every replica holds the same state.
@@ -105,7 +108,8 @@ def toy_batches(steps, n_critic, batch, seed=1, with_labels=False):
     return items
 
 
-def test_pmapped_wgan_gp_equals_single_device_training():
+@pytest.mark.parametrize("transform", parallel.TRANSFORMS)
+def test_pmapped_wgan_gp_equals_single_device_training(transform):
     config = train.StepConfig(
         loss="wasserstein",
         z_dim=4,
@@ -118,13 +122,15 @@ def test_pmapped_wgan_gp_equals_single_device_training():
         models.MLPCritic(hidden=(32, 32)),
         toy_batches(steps=3, n_critic=3, batch=32),
         jnp.zeros((32, 2)),
+        transform=transform,
     )
     assert_same_training(*result)
     assert np.isfinite(result[1]["penalty"]) and result[1]["penalty"] > 0
 
 
+@pytest.mark.parametrize("transform", parallel.TRANSFORMS)
 @pytest.mark.parametrize("trick", ["labels_noise_dragan", "infogan"])
-def test_every_random_trick_is_device_count_invariant(trick):
+def test_every_random_trick_is_device_count_invariant(trick, transform):
     # Noisy labels, instance noise, DRAGAN's perturbation and batch std, conditional labels and
     # InfoGAN codes all draw randomness: each device must take its slice of global draws.
     mlp_generator = models.MLPGenerator(out_dim=2, hidden=(32,))
@@ -154,12 +160,14 @@ def test_every_random_trick_is_device_count_invariant(trick):
         critic,
         toy_batches(steps=2, n_critic=2, batch=16, with_labels=trick != "infogan"),
         jnp.zeros((16, 2)),
+        transform=transform,
     )
     assert_same_training(*result)
 
 
 @pytest.mark.slow
-def test_pmapped_batchnorm_dcgan_equals_single_device_training():
+@pytest.mark.parametrize("transform", parallel.TRANSFORMS)
+def test_pmapped_batchnorm_dcgan_equals_single_device_training(transform):
     # BatchNorm in both players (no penalty, as the DCGAN guideline allows): statistics are
     # averaged over the device axis, so they are the global batch's.
     config = train.StepConfig(loss="non_saturating", z_dim=8)
@@ -175,14 +183,21 @@ def test_pmapped_batchnorm_dcgan_equals_single_device_training():
         for i in range(2)
     ]
     single, single_metrics, pmapped, pmapped_metrics = train_both_ways(
-        config, generator, critic, batches, jnp.zeros((16, 16, 16, 1)), parallel_models=synced
+        config,
+        generator,
+        critic,
+        batches,
+        jnp.zeros((16, 16, 16, 1)),
+        parallel_models=synced,
+        transform=transform,
     )
     assert jax.tree.leaves(single.critic_state) and jax.tree.leaves(single.generator_state)
     assert_same_training(single, single_metrics, pmapped, pmapped_metrics)
 
 
 @pytest.mark.slow
-def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped():
+@pytest.mark.parametrize("transform", parallel.TRANSFORMS)
+def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped(transform):
     from gans import sweep
 
     config = train.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
@@ -207,10 +222,30 @@ def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped():
     )
     results = {}
     for run_axis in ("vmap", "map"):
-        pstep = train.make_pmapped_train_step(config, devices, vmapped=True, run_axis=run_axis)
+        pstep = train.make_pmapped_train_step(
+            config, devices, vmapped=True, run_axis=run_axis, transform=transform
+        )
         state, metrics = pstep(parallel.replicate(sweep.stack(states), devices), batch)
         results[run_axis] = parallel.unreplicate(state), parallel.unreplicate(metrics)
     (by_vmap, vmap_metrics), (by_map, map_metrics) = results["vmap"], results["map"]
     chex.assert_trees_all_close(by_map.critic_params, by_vmap.critic_params, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(map_metrics, vmap_metrics, rtol=1e-5, atol=1e-6)
     assert vmap_metrics["critic_loss"].shape == (2,)
+
+
+def test_pmap_and_shard_map_train_alike_and_unknown_transforms_are_named():
+    config = train.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
+    args = (
+        config,
+        models.MLPGenerator(out_dim=2, hidden=(16,)),
+        models.MLPCritic(hidden=(16,)),
+        toy_batches(steps=2, n_critic=2, batch=16),
+        jnp.zeros((16, 2)),
+    )
+    _, _, by_pmap, pmap_metrics = train_both_ways(*args, transform="pmap")
+    _, _, by_shard_map, shard_map_metrics = train_both_ways(*args, transform="shard_map")
+    # The same per-device programs and collectives: equal up to how XLA fuses each.
+    chex.assert_trees_all_close(by_shard_map.critic_params, by_pmap.critic_params, rtol=1e-6)
+    chex.assert_trees_all_close(shard_map_metrics, pmap_metrics, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="--parallel must be one of pmap, shard_map"):
+        parallel.data_parallel(lambda x: x, None, "xmap")
