@@ -152,7 +152,11 @@ def test_a_traced_toy_step_adds_up(tmp_path):
     for table in ("by_kind", "by_phase"):
         parts = profile[table].values()
         assert sum(p["share"] for p in parts) == pytest.approx(1.0, abs=1e-3)
-        assert sum(p["ms"] for p in parts) == pytest.approx(profile["thread_ms_per_iter"], 0.01)
+        # Each part and the total are rounded to 0.01 ms: on a 2 ms toy step the parts' sum may
+        # stray from the total by half a unit each, more than 1 % of it.
+        rounding = 0.005 * (len(parts) + 1)
+        total = profile["thread_ms_per_iter"]
+        assert sum(p["ms"] for p in parts) == pytest.approx(total, rel=0.01, abs=rounding)
     for part in (
         "penalty: double backward",
         "penalty: input gradient",
