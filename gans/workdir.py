@@ -352,12 +352,17 @@ def check_run_folder(
         if path.is_dir():
             raise _damaged(path, "a folder where the run keeps a file")
     if (workdir / CHECKPOINTS).is_dir():
-        for entry in (workdir / CHECKPOINTS).iterdir():
-            # Orbax names a checkpoint by its step only once it is complete.
-            if entry.name.isdigit() and not entry.is_dir():
+        numbered = [e for e in (workdir / CHECKPOINTS).iterdir() if e.name.isdigit()]
+        for entry in numbered:
+            if not entry.is_dir():
                 raise _damaged(entry, "a file where a checkpoint's folder belongs")
-            if entry.name.isdigit() and not any(entry.iterdir()):
-                raise _damaged(entry, "an empty folder where a checkpoint belongs")
+        # Orbax names a checkpoint by its step only once it is complete, and removes an old one
+        # (beyond max_to_keep) by deleting its files, then its folder: a process killed then
+        # leaves an older folder part-emptied, which Orbax removes again at the next save. Only
+        # the newest, the one a resume reads, must hold a checkpoint.
+        newest = max(numbered, key=lambda entry: int(entry.name), default=None)
+        if newest is not None and not any(newest.iterdir()):
+            raise _damaged(newest, "an empty folder where the latest checkpoint belongs")
     check_same_settings(workdir, config)
     if (workdir / RUNS_FILE).exists():
         _check_runs(workdir / RUNS_FILE, runs)

@@ -68,6 +68,36 @@ def test_a_run_stopped_and_resumed_equals_the_run_left_alone(tmp_path):
     assert checkpoints.Checkpointer(resumed).all_steps() == [4, 8, 12]
 
 
+@pytest.mark.parametrize("left", ["nothing", "a part"])
+def test_an_old_checkpoint_half_removed_by_a_kill_does_not_stop_the_resume(tmp_path, left):
+    # Orbax removes a checkpoint beyond max_to_keep file by file, then its folder: a kill in
+    # between leaves the old step's folder emptied or in part. The newest is whole.
+    runner.train_and_evaluate(make_run(checkpoint_every=2), tmp_path / "alone", config=None)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Stop):
+        runner.train_and_evaluate(
+            make_run(checkpoint_every=2), resumed, config=None, on_progress=stop_at(10)
+        )
+    assert checkpoints.Checkpointer(resumed).all_steps() == [4, 6, 8]
+    old = resumed / "checkpoints" / "4"
+    for path in sorted(old.rglob("*"), reverse=True)[: None if left == "nothing" else 2]:
+        path.unlink() if path.is_file() else path.rmdir()
+    runner.train_and_evaluate(make_run(checkpoint_every=2), resumed, config=None)
+    alone = (tmp_path / "alone" / "metrics.jsonl").read_text()
+    assert (resumed / "metrics.jsonl").read_text() == alone
+    assert checkpoints.Checkpointer(resumed).all_steps() == [8, 10, 12]  # Removed anew.
+
+
+def test_an_empty_latest_checkpoint_is_damage(tmp_path):
+    runner.train_and_evaluate(make_run(steps=8), tmp_path, config=None)
+    for path in sorted((tmp_path / "checkpoints" / "8").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    with pytest.raises(
+        workdir.DamagedRunError, match="8' is damaged .an empty folder where the latest"
+    ):
+        runner.train_and_evaluate(make_run(steps=12), tmp_path, config=None)
+
+
 def test_the_whole_state_round_trips(tmp_path):
     run = make_run()
     state = train.create_state(

@@ -294,7 +294,7 @@ FAILURES = [
     Failure(
         "an empty checkpoint",
         TRAINED,
-        DAMAGED + "an empty folder where a checkpoint",
+        DAMAGED + "an empty folder where the latest checkpoint",
         damaged("checkpoints/4", lambda p: (shutil.rmtree(p), p.mkdir())),
     ),
     Failure(
