@@ -2,6 +2,8 @@
 answers; and (slow) two rows trained for two steps and scored, as README's quick check runs."""
 
 import json
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 from cli import FLAGS
 
-from experiments.paper import baselines
+from experiments.paper import baselines, records
 
 
 def _fake_row(workdir, name, fids, steps=1000, p=None):
@@ -73,7 +75,10 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     (tmp_path / "cnn_sn" / baselines.WALL_FILE).write_text("125.0")
     path = tmp_path / "table.md"
     names = ["cnn_sn", "cnn_sn_augment", "cnn_sn_10_ada"]
-    finished = baselines.write_tables(tmp_path, names, 3, path)
+    protocols = {n: baselines.protocol(n, steps=0, seed=0, num_seeds=3) for n in names}
+    records = {n: baselines.record_of(tmp_path, n, protocols[n]) for n in names}
+    assert records.pop("cnn_sn_augment") is None
+    finished = baselines.write_tables(records, names, 3, path)
     assert set(finished) == {"cnn_sn", "cnn_sn_10_ada"}
     assert finished["cnn_sn"]["fid_median"] == 2.0
     assert finished["cnn_sn"]["precision_median"] == pytest.approx(0.6)
@@ -93,13 +98,59 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     assert "ADA's p at the last step, per seed: 0.200, 0.300, 0.400." in text
     assert "MNIST-FID 0.30" in text and "digits-FID" not in text
     # One picture per table with a finished row, seed 0's samples of each.
-    written = baselines.save_pictures(tmp_path, finished, tmp_path / "pictures")
+    pictured = {n: baselines.picture_of(tmp_path, n, 3) for n in finished}
+    assert pictured["cnn_sn"].shape == (20, 20, 3)
+    written = baselines.save_pictures(finished, pictured, tmp_path / "pictures")
     assert sorted(p.name for p in written) == [
         "baselines_components.png",
         "baselines_data.png",
         "baselines_normalisation.png",
     ]
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_rows_with_a_record_of_the_same_protocol_are_kept_and_the_rest_trained(
+    tmp_path, monkeypatch
+):
+    from experiments.paper import digits_comparison
+
+    trained = []
+
+    def fake_training(args, log):  # Writes the row's three finished seeds.
+        name = pathlib.Path(next(a for a in args if a.startswith("--workdir=")).split("=")[1])
+        trained.append(name.name)
+        _fake_row(tmp_path / "runs", name.name, [1.0, 2.0, 3.0], steps=2000)
+
+    monkeypatch.setattr(digits_comparison, "_run_logged", fake_training)
+    results = tmp_path / "results.json"
+    study = dict(
+        steps=0,
+        seed=0,
+        num_seeds=3,
+        results=results,
+        table_path=tmp_path / "table.md",
+        pictures=tmp_path / "pictures",
+    )
+    baselines.run_study(tmp_path / "runs", ["cnn_sn"], **study)
+    assert trained == ["cnn_sn"]
+    saved = json.loads(results.read_text())
+    assert [(r["loss"], r["fid"], r["protocol"]["steps"]) for r in saved] == [
+        ("cnn_sn", [1.0, 2.0, 3.0], 2000)
+    ]
+    # The run folders gone (a new session): the record is kept, only the new row trains, and
+    # the table has both.
+    shutil.rmtree(tmp_path / "runs")
+    finished = baselines.run_study(tmp_path / "runs", ["cnn_sn", "cnn"], **study)
+    assert trained == ["cnn_sn", "cnn"] and set(finished) == {"cnn_sn", "cnn"}
+    assert "| SNGAN: hinge, SN standard CNN | 2,000 | 2.00 |" in (tmp_path / "table.md").read_text()
+    # Another protocol (other seeds) does not reuse the records; a redraw trains nothing.
+    shutil.rmtree(tmp_path / "runs")
+    baselines.run_study(tmp_path / "runs", ["cnn"], **dict(study, seed=5))
+    assert trained == ["cnn_sn", "cnn", "cnn"]
+    (tmp_path / "table.md").unlink()
+    redrawn = baselines.redraw(["cnn_sn", "cnn"], **{k: v for k, v in study.items()})
+    assert set(redrawn) == {"cnn_sn", "cnn"} and (tmp_path / "table.md").is_file()
+    assert (tmp_path / "pictures" / "baselines_normalisation.png").is_file()
 
 
 def test_unknown_rows_and_bad_budgets_are_one_sentence(tmp_path):
@@ -158,3 +209,23 @@ def test_a_row_stopped_by_a_signal_is_an_interrupt_and_a_failed_one_an_error(tmp
     failed = [sys.executable, "-c", "import sys; sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"failed \(exit 3\); see .*train.log"):
         digits_comparison._run_logged(failed, log)
+
+
+def test_two_processes_adding_records_to_one_file_keep_all_of_them(tmp_path):
+    # One process per core shares the study's results file.
+    results = tmp_path / "results.json"
+    program = (
+        "import pathlib, sys, numpy as np\n"
+        "from experiments.paper import records\n"
+        "for k in range(15):\n"
+        "    record = {'loss': f'{sys.argv[1]}{k}', 'dataset': 'mnist5k', 'protocol': {}}\n"
+        "    records.save_result(pathlib.Path(sys.argv[2]), record, np.zeros((4, 4, 3)))\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", program, name, str(results)]) for name in "ab"
+    ]
+    assert [writer.wait() for writer in writers] == [0, 0]
+    saved, pictured = records.load_results(results)
+    expected = {f"{name}{k}" for name in "ab" for k in range(15)}
+    assert {r["loss"] for r in saved} == expected
+    assert {key.split("@")[0] for key in pictured} == expected

@@ -24,10 +24,15 @@ digits a row trained on.
   network CR-GAN reported, against it alone.
 
 Each row has its own budget of generator steps (``Row.steps``; ``--steps`` overrides them all,
-for a quick check); every finished row rewrites the tables (``--table``) and their pictures
-(``--pictures``: seed 0's last samples of every row of a table, side by side). Re-running the
-same command skips finished rows and resumes unfinished ones from their checkpoints; two
-processes given disjoint ``--rows`` may share one workdir (one per core).
+for a quick check). A finished row's record (its protocol, each seed's scores, its wall time)
+and seed 0's last samples go into ``--results`` (``experiments.paper.records``; the flagfile
+keeps them in ``experiments/results``, committed), and every finished row rewrites the tables
+(``--table``) and their pictures (``--pictures``: seed 0's last samples of every row of a
+table, side by side) from those records. Re-running the same command keeps every row whose
+record holds the same protocol, resumes unfinished ones from their checkpoints in
+``--workdir``, and trains the rest: the table fills over sessions, and two processes given
+disjoint ``--rows`` may share one workdir and one results file (one per core). ``--redraw``
+rewrites the tables and pictures from the records alone.
 """
 
 from __future__ import annotations
@@ -43,10 +48,12 @@ from typing import Any
 
 from experiments import cli
 from experiments.paper import digits_comparison
+from experiments.paper import records as record_store
 
 FLAGFILES = digits_comparison.FLAGFILES
 METRIC = digits_comparison.DATA["mnist"][0]
 WALL_FILE = "wall_seconds.json"
+DATASET = "mnist5k"  # Every row's data set, the records' "dataset".
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,30 +193,64 @@ def augment_probabilities(directory: pathlib.Path) -> list[tuple[int, float]]:
     return [(r["step"], r["augment_probability"]) for r in records if "augment_probability" in r]
 
 
-def summarize(workdir: pathlib.Path, name: str, num_seeds: int) -> dict[str, Any] | None:
-    """Row ``name``'s scores of every seed, their medians and summaries, its wall time; or None.
+def protocol(name: str, *, steps: int, seed: int, num_seeds: int) -> dict[str, Any]:
+    """What a record of row ``name`` must have been trained with to be kept: its module,
+    flagfile, flags, budget and seeds."""
+    row = ROWS[name]
+    return {
+        "module": row.module,
+        "flagfile": row.flagfile,
+        "flags": list(row.flags),
+        "steps": row_steps(name, steps),
+        "seed": seed,
+        "num_seeds": num_seeds,
+    }
 
-    Each metric has its values (``fid``...), their ``fid_median``... and ``fid_summary``... (a
-    `gans.statistics.Summary`: mean, std and bootstrap interval); None while a seed is unfinished.
-    A row that adapts its augmentation also has ``final_p``, each seed's last ``p``.
+
+def record_of(
+    workdir: pathlib.Path, name: str, row_protocol: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Row ``name``'s record from its run folders, or None while a seed is unfinished.
+
+    The record has the row (``"loss"``, as ``experiments.paper.records`` names rows), its
+    ``"dataset"`` and ``"protocol"``, each seed's ``fid``, ``precision`` and ``recall``, the
+    real-vs-real ``floor``, the row's wall time and, for a row that adapts its augmentation,
+    ``final_p``, each seed's last ``p``.
     """
-    from gans import statistics as seed_statistics  # Takes seconds (scipy): after the flags.
-
-    directories = _seed_directories(workdir, name, num_seeds)
+    directories = _seed_directories(workdir, name, row_protocol["num_seeds"])
     qualities = [digits_comparison.final_quality(d) for d in directories]
     if any(q is None for q in qualities):
         return None
     wall = workdir / name / WALL_FILE
-    row = {"name": name, "label": ROWS[name].label, "steps": qualities[0]["step"]}
+    record = {"loss": name, "dataset": DATASET, "protocol": row_protocol}
+    record["steps"] = qualities[0]["step"]
     for metric in ("fid", "precision", "recall"):
-        row[metric] = [q[metric] for q in qualities]
-        row[f"{metric}_median"] = statistics.median(row[metric])
-        row[f"{metric}_summary"] = seed_statistics.summarize(row[metric])
-    row["floor"] = qualities[0]["fid_real_vs_real"]
-    row["wall_seconds"] = json.loads(wall.read_text()) if wall.is_file() else None
+        record[metric] = [q[metric] for q in qualities]
+    record["floor"] = qualities[0]["fid_real_vs_real"]
+    record["wall_seconds"] = json.loads(wall.read_text()) if wall.is_file() else None
     trajectories = [augment_probabilities(d) for d in directories]
     if all(trajectories):
-        row["final_p"] = [t[-1][1] for t in trajectories]
+        record["final_p"] = [t[-1][1] for t in trajectories]
+    return record
+
+
+def picture_of(workdir: pathlib.Path, name: str, num_seeds: int) -> Any:
+    """Seed 0's last samples of row ``name``: the ``samples.png`` its run wrote, as RGB."""
+    import matplotlib.image
+
+    first = _seed_directories(workdir, name, num_seeds)[0]
+    return matplotlib.image.imread(first / "samples.png")[..., :3]
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its row's label, each metric's median (``fid_median``...) and summary
+    (``fid_summary``...: a `gans.statistics.Summary`, mean, std and bootstrap interval)."""
+    from gans import statistics as seed_statistics  # Takes seconds (scipy): after the flags.
+
+    row = dict(record, name=record["loss"], label=ROWS[record["loss"]].label)
+    for metric in ("fid", "precision", "recall"):
+        row[f"{metric}_median"] = statistics.median(row[metric])
+        row[f"{metric}_summary"] = seed_statistics.summarize(row[metric])
     return row
 
 
@@ -238,14 +279,13 @@ def table(rows: Sequence[dict[str, Any] | str]) -> str:
 
 
 def write_tables(
-    workdir: pathlib.Path, names: Sequence[str], num_seeds: int, path: pathlib.Path
+    records: dict[str, dict[str, Any]], names: Sequence[str], num_seeds: int, path: pathlib.Path
 ) -> dict[str, dict[str, Any]]:
-    """Writes every table that holds one of ``names``; returns the finished rows by name."""
-    finished = {}
-    for name in ROWS:
-        row = summarize(workdir, name, num_seeds) if name in names else None
-        if row is not None:
-            finished[name] = row
+    """Writes every table that holds one of ``names``, each row finished in ``records`` (by
+    row name) or marked unfinished; returns the finished rows, summarised, by name."""
+    finished = {
+        name: summarize(records[name]) for name in ROWS if name in names and name in records
+    }
     parts = [
         (
             f"{num_seeds} seeds per row; {METRIC} of 1,000 samples against the MNIST "
@@ -276,19 +316,19 @@ def write_tables(
 
 
 def save_pictures(
-    workdir: pathlib.Path,
     finished: dict[str, dict[str, Any]],
+    pictured: dict[str, Any],
     directory: pathlib.Path,
 ) -> list[pathlib.Path]:
     """One picture per table with a finished row: seed 0's last samples of each, side by side.
 
-    Each panel is the ``samples.png`` its run wrote at its last step, titled with the row and
-    that seed's score. Returns the paths written (``directory / baselines_TABLE.png``).
+    Each panel is ``pictured[name]`` (``picture_of``: the ``samples.png`` its run wrote at its
+    last step), titled with the row and that seed's score. Returns the paths written
+    (``directory / baselines_TABLE.png``).
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.image
     import matplotlib.pyplot as plt
 
     written = []
@@ -298,8 +338,7 @@ def save_pictures(
             continue
         fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0), squeeze=False)
         for ax, name in zip(axes[0], shown):
-            first = _seed_directories(workdir, name, len(finished[name]["fid"]))[0]
-            ax.imshow(matplotlib.image.imread(first / "samples.png"), interpolation="nearest")
+            ax.imshow(pictured[name].clip(0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             row = finished[name]
@@ -313,6 +352,42 @@ def save_pictures(
     return written
 
 
+def saved_rows(
+    results: pathlib.Path, names: Sequence[str], *, steps: int, seed: int, num_seeds: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The records in ``results`` of those of ``names`` trained with this protocol, and their
+    pictured samples, by row name."""
+    saved, saved_samples = record_store.load_results(results)
+    kept, pictured = {}, {}
+    for name in names:
+        wanted = protocol(name, steps=steps, seed=seed, num_seeds=num_seeds)
+        record = record_store.find_record(saved, name, DATASET, wanted)
+        key = record_store.sample_key(name, DATASET)
+        if record is not None and key in saved_samples:
+            kept[name], pictured[name] = record, saved_samples[key]
+    return kept, pictured
+
+
+def redraw(
+    names: Sequence[str],
+    *,
+    steps: int,
+    seed: int,
+    num_seeds: int,
+    results: pathlib.Path,
+    table_path: pathlib.Path,
+    pictures: pathlib.Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Rewrites the tables (and pictures) from the records in ``results``, training nothing;
+    returns the finished rows."""
+    check_rows(names)
+    kept, pictured = saved_rows(results, names, steps=steps, seed=seed, num_seeds=num_seeds)
+    finished = write_tables(kept, names, num_seeds, table_path)
+    if pictures is not None:
+        save_pictures(finished, pictured, pictures)
+    return finished
+
+
 def run_study(
     workdir: pathlib.Path,
     names: Sequence[str],
@@ -320,40 +395,39 @@ def run_study(
     steps: int,
     seed: int,
     num_seeds: int,
+    results: pathlib.Path,
     table_path: pathlib.Path,
     pictures: pathlib.Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Trains every row not yet finished, rewriting the tables (and pictures) after each."""
+    """Trains every row without a record in ``results``, saving its record and rewriting the
+    tables (and pictures) after each; returns the finished rows."""
     check_rows(names)
-
-    def rewrite() -> dict[str, dict[str, Any]]:
-        finished = write_tables(workdir, names, num_seeds, table_path)
-        if pictures is not None:
-            save_pictures(workdir, finished, pictures)
-        return finished
-
+    options = dict(steps=steps, seed=seed, num_seeds=num_seeds)
+    drawing = dict(results=results, table_path=table_path, pictures=pictures, **options)
     for name in names:
-        budget = row_steps(name, steps)
-        directories = _seed_directories(workdir, name, num_seeds)
-        qualities = [digits_comparison.final_quality(d) for d in directories]
-        if all(q is not None and q["step"] == budget for q in qualities):
-            print(f"{name}: finished earlier, kept", flush=True)
+        # Read anew for each row: another process may have added records meanwhile.
+        if name in saved_rows(results, [name], **options)[0]:
+            print(f"{name}: finished earlier, kept from {results}", flush=True)
             continue
-        print(f"{name}: training {num_seeds} seeds for {budget} steps", flush=True)
-        wall = workdir / name / WALL_FILE
-        # A resumed row adds this session's time to the earlier sessions'.
-        earlier = json.loads(wall.read_text()) if wall.is_file() else 0.0
-        start = time.perf_counter()
-        args = command(name, workdir, steps=steps, seed=seed, num_seeds=num_seeds)
-        try:
-            digits_comparison._run_logged(args, workdir / name / "train.log")
-        finally:
-            wall.parent.mkdir(parents=True, exist_ok=True)
-            wall.write_text(json.dumps(earlier + time.perf_counter() - start))
-        row = summarize(workdir, name, num_seeds)
-        print(f"{name}: {METRIC} {', '.join(f'{f:.2f}' for f in row['fid'])}", flush=True)
-        rewrite()
-    return rewrite()
+        wanted = protocol(name, **options)
+        record = record_of(workdir, name, wanted)
+        if record is None or record["steps"] != wanted["steps"]:
+            print(f"{name}: training {num_seeds} seeds for {wanted['steps']} steps", flush=True)
+            wall = workdir / name / WALL_FILE
+            # A resumed row adds this session's time to the earlier sessions'.
+            earlier = json.loads(wall.read_text()) if wall.is_file() else 0.0
+            start = time.perf_counter()
+            args = command(name, workdir, **options)
+            try:
+                digits_comparison._run_logged(args, workdir / name / "train.log")
+            finally:
+                wall.parent.mkdir(parents=True, exist_ok=True)
+                wall.write_text(json.dumps(earlier + time.perf_counter() - start))
+            record = record_of(workdir, name, wanted)
+        record_store.save_result(results, record, picture_of(workdir, name, num_seeds))
+        print(f"{name}: {METRIC} {', '.join(f'{f:.2f}' for f in record['fid'])}", flush=True)
+        redraw(names, **drawing)
+    return redraw(names, **drawing)
 
 
 def _define_flags() -> None:
@@ -366,6 +440,15 @@ def _define_flags() -> None:
     )
     flags.DEFINE_integer("num_seeds", 3, "Seeds seed .. seed + num_seeds - 1 of every row.")
     flags.DEFINE_integer("seed", 0, "The first seed.")
+    flags.DEFINE_string(
+        "results",
+        None,
+        "JSON file of the finished rows' records, and seed 0's samples beside it "
+        "(default: WORKDIR/results.json).",
+    )
+    flags.DEFINE_bool(
+        "redraw", False, "Rewrite the tables and pictures from --results, training nothing."
+    )
     flags.DEFINE_string("table", None, "The markdown file to write (default: WORKDIR/table.md).")
     flags.DEFINE_string(
         "pictures", None, "Folder for one picture per table (default: WORKDIR/pictures)."
@@ -383,17 +466,21 @@ def main(argv: Sequence[str]) -> None:
     workdir = pathlib.Path(FLAGS.workdir)
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else workdir / "table.md"
     pictures = pathlib.Path(FLAGS.pictures) if FLAGS.pictures else workdir / "pictures"
+    results = pathlib.Path(FLAGS.results) if FLAGS.results else workdir / "results.json"
+    options = dict(steps=FLAGS.steps, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds)
     start = time.perf_counter()
     with cli.training_boundary(ValueError, RuntimeError):
-        run_study(
-            workdir,
-            FLAGS.rows,
-            steps=FLAGS.steps,
-            seed=FLAGS.seed,
-            num_seeds=FLAGS.num_seeds,
-            table_path=table_path,
-            pictures=pictures,
-        )
+        if FLAGS.redraw:
+            redraw(FLAGS.rows, results=results, table_path=table_path, pictures=pictures, **options)
+        else:
+            run_study(
+                workdir,
+                FLAGS.rows,
+                results=results,
+                table_path=table_path,
+                pictures=pictures,
+                **options,
+            )
     elapsed = digits_comparison._duration(time.perf_counter() - start)
     print(f"done in {elapsed}; tables: {table_path}", flush=True)
     print(table_path.read_text(), flush=True)

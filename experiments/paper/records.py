@@ -9,8 +9,10 @@ filled over several sessions, or by several processes, and redrawn without train
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
 import pathlib
 from typing import Any
 
@@ -54,13 +56,22 @@ def find_record(
 def save_result(results: pathlib.Path, record: dict[str, Any], samples: np.ndarray) -> None:
     """Adds ``record`` (with its ``"loss"`` row, ``"dataset"`` and ``"protocol"``) and its
     samples to ``results``, replacing a record of the same three; both files are rewritten
-    whole, so a killed program leaves the old files or the new ones."""
+    whole, so a killed program leaves the old files or the new ones, and under a lock, so two
+    processes adding records to one file keep both."""
     from gans import workdir as workdir_lib
 
-    records, pictured = load_results(results)
-    records = [r for r in records if _key(r) != _key(record)] + [record]
-    pictured[sample_key(record["loss"], record["dataset"])] = samples
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: np.asarray(v, np.float16) for k, v in pictured.items()})
-    workdir_lib.write_atomically(samples_path(results), buffer.getvalue())
-    workdir_lib.write_atomically(results, json.dumps(records, indent=1) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    # Processes sharing one results file (one per core) add their records in turn: a lock on
+    # the folder (nothing written for it) around the read and the rewrite.
+    folder = os.open(results.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        records, pictured = load_results(results)
+        records = [r for r in records if _key(r) != _key(record)] + [record]
+        pictured[sample_key(record["loss"], record["dataset"])] = samples
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{k: np.asarray(v, np.float16) for k, v in pictured.items()})
+        workdir_lib.write_atomically(samples_path(results), buffer.getvalue())
+        workdir_lib.write_atomically(results, json.dumps(records, indent=1) + "\n")
+    finally:
+        os.close(folder)  # Releases the lock.
