@@ -74,6 +74,12 @@ flags.DEFINE_integer(
     "Devices to pmap over, the batch split over them (simulate CPU devices with XLA_FLAGS="
     "--xla_force_host_platform_device_count=N).",
 )
+flags.DEFINE_enum(
+    "parallel",
+    "pmap",
+    ["pmap", "shard_map"],
+    "How the step maps over --num_devices devices (gans.parallel.data_parallel).",
+)
 flags.DEFINE_bool("compare_torch", False, "Also time the PyTorch reference in this run.")
 flags.DEFINE_string(
     "reference_dir",
@@ -330,17 +336,16 @@ def time_jax(name: str, batch: int) -> dict:
         compiled = jax.jit(step, donate_argnums=0).lower(state, batches).compile()
     else:  # The global batch split over the devices, as gans.runner trains it.
         devices = parallel.devices(num_devices, batch)
-        state = parallel.replicate(state, devices)
-        if num_runs == 1:
-            batches = parallel.shard(batches, num_devices)
-        else:
-            runs = [jax.tree.map(lambda a, k=k: a[k], batches) for k in range(num_runs)]
-            shards = [parallel.shard(item, num_devices) for item in runs]
-            batches = jax.tree.map(lambda *a: jax.numpy.stack(a, axis=1), *shards)
+        layout = parallel.Layout(FLAGS.parallel, tuple(devices), 2 if num_runs > 1 else 1)
+        state, batches = layout.replicate(state), layout.shard(batches)
         compiled = train.make_pmapped_train_step(
-            config, devices, vmapped=num_runs > 1, run_axis=FLAGS.run_axis
+            config,
+            devices,
+            vmapped=num_runs > 1,
+            run_axis=FLAGS.run_axis,
+            transform=FLAGS.parallel,
         )
-        state, _ = compiled(state, batches)  # pmap compiles on its first call.
+        state, _ = compiled(state, batches)  # Compiles on its first call.
     compile_seconds = time.perf_counter() - start
     for _ in range(max(FLAGS.warmup, 1)):
         state, metrics = compiled(state, batches)

@@ -1,7 +1,8 @@
 """Data parallelism: one train step on many devices, equal to the step on one.
 
-The step runs under ``jax.pmap(..., axis_name=AXIS)``: each device holds a replica of the state
-and a slice of the global batch, and gradients are averaged with ``lax.pmean``. Two things make
+The step runs under ``jax.pmap(..., axis_name=AXIS)`` or ``jax.shard_map`` over a mesh axis of
+that name (``data_parallel``): each device holds a replica of the state and a slice of the global
+batch, and gradients are averaged with ``lax.pmean``. Two things make
 the result independent of the device count, up to float reduction order:
 
 - every random number is drawn for the *global* batch from a key all devices share, and each
@@ -16,6 +17,7 @@ image-sized instance noise it is one extra fused elementwise op per step.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,16 +113,21 @@ def devices(num_devices: int | None = None, batch_size: int | None = None) -> li
     return available[:num_devices]
 
 
-def shard(item: PyTree, num_devices: int) -> PyTree:
-    """Splits every ``[group, B, ...]`` leaf into ``[num_devices, group, B / num_devices, ...]``.
+def shard(item: PyTree, num_devices: int, batch_axis: int = 1) -> PyTree:
+    """Splits every leaf's ``batch_axis`` (size ``B``) into ``num_devices`` blocks of
+    ``B / num_devices`` and stacks them on a new leading device axis: ``[group, B, ...]`` becomes
+    ``[num_devices, group, B / num_devices, ...]`` (``batch_axis`` 1), ``[runs, group, B, ...]``
+    becomes ``[num_devices, runs, group, B / num_devices, ...]`` (``batch_axis`` 2).
 
     Device ``i`` gets examples ``[i * b, (i + 1) * b)`` of every batch, the rows ``draw`` gives it.
     """
 
     def split(leaf):
-        group, batch = leaf.shape[:2]
-        leaf = leaf.reshape((group, num_devices, batch // num_devices) + leaf.shape[2:])
-        return np.swapaxes(leaf, 0, 1) if isinstance(leaf, np.ndarray) else jnp.swapaxes(leaf, 0, 1)
+        size = leaf.shape[batch_axis]
+        shape = leaf.shape[:batch_axis] + (num_devices, size // num_devices)
+        leaf = leaf.reshape(shape + leaf.shape[batch_axis + 1 :])
+        move = np.moveaxis if isinstance(leaf, np.ndarray) else jnp.moveaxis
+        return move(leaf, batch_axis, 0)
 
     return jax.tree.map(split, item)
 
@@ -128,42 +135,104 @@ def shard(item: PyTree, num_devices: int) -> PyTree:
 TRANSFORMS = ("pmap", "shard_map")
 
 
-def data_parallel(fn: Callable, devices: Sequence[Any] | None, transform: str = "pmap") -> Callable:
-    """``fn`` run on every device over the axis ``AXIS``, its first argument donated.
+def _check_transform(transform: str) -> None:
+    if transform not in TRANSFORMS:
+        raise ValueError(f"--parallel must be one of {', '.join(TRANSFORMS)}, got {transform!r}.")
 
-    ``pmap``: ``jax.pmap(fn, axis_name=AXIS)``. ``shard_map``: ``jax.jit`` of ``jax.shard_map``
-    over a one-axis ``Mesh`` of ``devices``, which JAX recommends since ``pmap`` became a
-    wrapper over it; in the same layout (every argument and result carries the leading device
-    axis that ``replicate`` and ``shard`` give, each device's block of it squeezed inside), so
-    the same state, batches and collectives (``lax.pmean``, ``axis_index``, ``axis_size`` over
-    ``AXIS``) serve both, and the two train alike (``tests/test_parallel.py``). One host only:
-    a batch spread over several processes' devices would have to be assembled into one global
-    array first.
+
+def mesh(devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
+    """The one-axis (``AXIS``) mesh of ``devices``, by default every device of every process
+    (process by process, so that each process's devices hold a contiguous part of the batch)."""
+    return jax.sharding.Mesh(np.array(list(devices or jax.devices())), (AXIS,))
+
+
+def data_parallel(
+    fn: Callable,
+    devices: Sequence[Any] | None,
+    transform: str = "pmap",
+    batch_axis: int = 1,
+) -> Callable:
+    """``fn(state, batch)`` run on every device over the axis ``AXIS``, ``state`` donated.
+
+    ``pmap``: ``jax.pmap(fn, axis_name=AXIS)`` on ``devices`` (default: every device of every
+    process), the state and batches carrying a leading device axis (``replicate``, ``shard``).
+    ``shard_map``: ``jax.jit`` of ``jax.shard_map`` over ``mesh(devices)``, which JAX recommends
+    since ``pmap`` became a wrapper over it: the state one global array replicated on the mesh
+    (``P()``), the batch one global array split along ``batch_axis`` (its examples), and the
+    outputs replicated; ``Layout`` puts both there, across processes too. Inside, ``fn`` sees
+    the same per-device values under either, so the same collectives (``lax.pmean``,
+    ``axis_index``, ``axis_size`` over ``AXIS``) serve both, and the two train alike
+    (``tests/test_parallel.py``, ``tests/test_experiments.py`` across two processes).
 
     Raises:
-      ValueError: an unknown ``transform``, or ``shard_map`` over several processes.
+      ValueError: an unknown ``transform``.
     """
+    _check_transform(transform)
     if transform == "pmap":
         return jax.pmap(fn, axis_name=AXIS, devices=devices, donate_argnums=0)
-    if transform != "shard_map":
-        raise ValueError(f"--parallel must be one of {', '.join(TRANSFORMS)}, got {transform!r}.")
-    if jax.process_count() > 1:
-        raise ValueError(
-            "--parallel=shard_map runs on one host's devices; use --parallel=pmap for a run of "
-            "several processes."
-        )
-    mesh = jax.sharding.Mesh(np.array(list(devices or jax.local_devices())), (AXIS,))
-
-    def on_one_device(*args):
-        outputs = fn(*jax.tree.map(lambda block: block[0], args))
-        return jax.tree.map(lambda leaf: leaf[None], outputs)
-
-    # The outputs are the same on every device (averaged over AXIS) or the device's own, as
-    # under pmap: no replication is claimed for the checker to verify.
+    batch = jax.P(*([None] * batch_axis), AXIS)
+    # Every output is the same on every device (averaged over AXIS), as the state and metrics
+    # of a step whose updates are averaged are: claimed replicated, not checked (check_vma off,
+    # since random draws sliced by axis_index would fail the checker's conservative test).
     mapped = jax.shard_map(
-        on_one_device, mesh=mesh, in_specs=jax.P(AXIS), out_specs=jax.P(AXIS), check_vma=False
+        fn, mesh=mesh(devices), in_specs=(jax.P(), batch), out_specs=jax.P(), check_vma=False
     )
     return jax.jit(mapped, donate_argnums=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a data-parallel step's state and batches live, for ``transform``'s step
+    (``data_parallel``): ``replicate`` puts a state there, ``shard`` a batch (this process's
+    part of it: ``[group, B_local, ...]``, or ``[runs, group, B_local, ...]`` with
+    ``batch_axis`` 2), and ``one_copy`` gives one copy of a state or the step's metrics on one
+    local device.
+
+    Attributes:
+      transform: "pmap" or "shard_map".
+      devices: this process's devices that train (``devices()``).
+      batch_axis: the examples' axis of every batch leaf.
+    """
+
+    transform: str
+    devices: tuple[Any, ...]
+    batch_axis: int = 1
+
+    def __post_init__(self):
+        _check_transform(self.transform)
+
+    @property
+    def step_devices(self) -> list[Any] | None:
+        """The devices to give ``data_parallel``: these, or every process's (None)."""
+        return list(self.devices) if jax.process_count() == 1 else None
+
+    def replicate(self, tree: PyTree) -> PyTree:
+        if self.transform == "pmap":
+            return replicate(tree, self.devices)
+        replicated = jax.sharding.NamedSharding(mesh(self.step_devices), jax.P())
+        local = [d for d in replicated.mesh.devices.flat if d.process_index == jax.process_index()]
+
+        # A copy on each of this process's devices, assembled into the global array (which
+        # device_put cannot make when the mesh spans other processes' devices).
+        def put(leaf):
+            copies = [jax.device_put(leaf, device) for device in local]
+            return jax.make_array_from_single_device_arrays(jnp.shape(leaf), replicated, copies)
+
+        return jax.tree.map(put, tree)
+
+    def one_copy(self, tree: PyTree) -> PyTree:
+        if self.transform == "pmap":
+            return unreplicate(tree)
+        return jax.tree.map(lambda leaf: leaf.addressable_data(0), tree)
+
+    def shard(self, item: PyTree) -> PyTree:
+        if self.transform == "pmap":
+            return shard(item, len(self.devices), self.batch_axis)
+        spec = jax.P(*([None] * self.batch_axis), AXIS)
+        sharding = jax.sharding.NamedSharding(mesh(self.step_devices), spec)
+        return jax.tree.map(
+            lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)), item
+        )
 
 
 def replicate(tree: PyTree, devices: Sequence[Any]) -> PyTree:

@@ -137,18 +137,25 @@ def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callab
     return schedule
 
 
+def layout(run: Run, num_runs: int) -> parallel.Layout:
+    """Where ``num_runs`` runs' state and batches live on several devices (``run.parallel``)."""
+    devices = parallel.devices(run.num_devices, run.batch_size)
+    return parallel.Layout(run.parallel, tuple(devices), batch_axis=2 if num_runs > 1 else 1)
+
+
 def compile_step(run: Run, num_runs: int, sharded: bool):
-    """The train step for ``num_runs`` runs, jitted on one device or pmapped over many."""
+    """The train step for ``num_runs`` runs, jitted on one device or data-parallel over many
+    (its state and batches placed by ``layout``)."""
     if not sharded:
         if num_runs == 1:
             return jax.jit(train_lib.make_train_step(run.step), donate_argnums=0)
         step = sweep_lib.make_vmapped_train_step(run.step, run.run_axis)
         return jax.jit(step, donate_argnums=0)
-    devices = parallel.devices(run.num_devices, run.batch_size)
-    # Several processes: one pmap over every device of the run, each process feeding its own.
+    placed = layout(run, num_runs)
+    # Several processes: one program over every device of the run, each process feeding its own.
     pstep = train_lib.make_pmapped_train_step(
         run.step,
-        devices if jax.process_count() == 1 else None,
+        placed.step_devices,
         vmapped=num_runs > 1,
         run_axis=run.run_axis,
         transform=run.parallel,
@@ -156,7 +163,7 @@ def compile_step(run: Run, num_runs: int, sharded: bool):
 
     def step_fn(state, batches):
         state, metrics = pstep(state, batches)
-        return state, parallel.unreplicate(metrics)  # Every device holds the global means.
+        return state, placed.one_copy(metrics)  # Every device holds the global means.
 
     return step_fn
 

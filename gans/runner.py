@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from gans import checkpoints, loop, parallel, sampling, visualize
+from gans import checkpoints, loop, sampling, visualize
 from gans import run as run_lib
 from gans import train as train_lib
 from gans import workdir as workdir_lib
@@ -278,19 +278,15 @@ def train_and_evaluate(
         )
         for seed in seeds
     ]
-    num_devices = len(parallel.devices(run.num_devices)) if sharded else 1
+    layout = run_lib.layout(run, num_runs) if sharded else None
 
     def next_batch(step):
         items = [run_lib.process_item(run, step, seed) for seed in seeds]
-        if sharded:
-            items = [parallel.shard(item, num_devices) for item in items]
-        if num_runs == 1:
-            return items[0]
-        # The run axis comes after the device axis: [devices, runs, ...] under pmap.
-        return jax.tree.map(lambda *a: np.stack(a, axis=1 if sharded else 0), *items)
+        item = items[0] if num_runs == 1 else jax.tree.map(lambda *a: np.stack(a), *items)
+        return layout.shard(item) if sharded else item
 
     def run_states(state):
-        return run_lib.split_runs(run, parallel.unreplicate(state) if sharded else state)
+        return run_lib.split_runs(run, layout.one_copy(state) if sharded else state)
 
     measures = []
     evaluate = _evaluator(run, seeds) if run.eval_every else None
@@ -305,7 +301,6 @@ def train_and_evaluate(
     if run.sweep is not None:
         for entry, value in zip(entries, run.sweep.values):
             entry[run.sweep.name] = value
-    devices = parallel.devices(run.num_devices) if sharded else None
     state, lasts, fakes = _train_into(
         workdir,
         workdirs,
@@ -320,8 +315,8 @@ def train_and_evaluate(
         pictures=[sampler.save for sampler in samplers],
         on_progress=on_progress,
         measures=measures,
-        replicate=(lambda state: parallel.replicate(state, devices)) if sharded else _same,
-        one_replica=parallel.unreplicate if sharded else _same,
+        replicate=layout.replicate if sharded else _same,
+        one_replica=layout.one_copy if sharded else _same,
         run_states=run_states,
         save_final=lambda state, w: _save_params(w / workdir_lib.PARAMS_FILE, state),
         runs=entries if num_runs > 1 else None,

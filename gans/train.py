@@ -593,9 +593,9 @@ def make_pmapped_train_step(
     """The train step data-parallel over ``devices`` (by default every device of every process),
     by ``jax.pmap`` or ``jax.shard_map`` (``transform``: ``gans.parallel.data_parallel``).
 
-    Takes a replicated state (``gans.parallel.replicate``) and batches split by
-    ``gans.parallel.shard`` (``[devices, n_critic, B / devices, ...]``) and returns the
-    replicated new state (donated) and per-device copies of the global metrics. Models with
+    Takes a state and batches placed by ``gans.parallel.Layout`` for ``transform`` (under
+    ``pmap`` a replica per device and ``[devices, n_critic, B / devices, ...]`` batches) and
+    returns the new state (donated) and the global metrics, laid out alike. Models with
     BatchNorm must be built with ``axis_name=gans.parallel.AXIS`` so their statistics are
     those of the global batch. With these, training equals the single-device step on the
     global batch up to float reduction order. ``vmapped`` trains K stacked runs on every
@@ -607,4 +607,4 @@ def make_pmapped_train_step(
     config = dataclasses.replace(config, axis_name=parallel.AXIS)
     step = make_train_step(config)
     step = sweep.over_runs(step, run_axis) if vmapped else step
-    return parallel.data_parallel(step, devices, transform)
+    return parallel.data_parallel(step, devices, transform, batch_axis=2 if vmapped else 1)

@@ -132,31 +132,38 @@ def test_one_device_eight_devices_and_two_processes_of_four_train_alike(tmp_path
     args = [f"--flagfile={FLAGS / 'wgan_gp_8gaussians.cfg'}", *TINY, "--optimizer=sgd"]
     one = run_experiment("wgan_gp", *args, f"--workdir={tmp_path / 'one'}", devices=1)
     assert one.returncode == 0, one.stderr[-3000:]
-    eight = run_experiment("wgan_gp", *args, f"--workdir={tmp_path / 'eight'}", devices=8)
-    assert eight.returncode == 0, eight.stderr[-3000:]
-    assert_same_metrics(metric_lines(tmp_path / "eight"), metric_lines(tmp_path / "one"))
-
-    # Two processes with four devices each, talking through gloo, as BUILD_NOTES.md shows.
-    port = free_port()
-    workdir = tmp_path / "two_processes"
-    processes = [
-        run_experiment(
-            "wgan_gp",
-            *args,
-            f"--workdir={workdir}",
-            "--distributed",
-            f"--coordinator_address=127.0.0.1:{port}",
-            "--num_processes=2",
-            f"--process_id={i}",
-            devices=4,
-            wait=False,
+    for transform in ("pmap", "shard_map"):
+        workdir = tmp_path / f"eight_{transform}"
+        eight = run_experiment(
+            "wgan_gp", *args, f"--workdir={workdir}", f"--parallel={transform}", devices=8
         )
-        for i in range(2)
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
-    assert_same_metrics(metric_lines(workdir), metric_lines(tmp_path / "one"))
+        assert eight.returncode == 0, eight.stderr[-3000:]
+        assert_same_metrics(metric_lines(workdir), metric_lines(tmp_path / "one"))
+
+    # Two processes with four devices each, talking through gloo, as BUILD_NOTES.md shows;
+    # with pmap, and with shard_map over one mesh of both processes' devices.
+    for transform in ("pmap", "shard_map"):
+        port = free_port()
+        workdir = tmp_path / f"two_processes_{transform}"
+        processes = [
+            run_experiment(
+                "wgan_gp",
+                *args,
+                f"--workdir={workdir}",
+                f"--parallel={transform}",
+                "--distributed",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+                devices=4,
+                wait=False,
+            )
+            for i in range(2)
+        ]
+        for process in processes:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr[-3000:]
+        assert_same_metrics(metric_lines(workdir), metric_lines(tmp_path / "one"))
 
 
 @pytest.mark.slow

@@ -45,6 +45,34 @@ def test_shard_gives_device_i_the_ith_slice_of_every_batch():
     shards = parallel.shard({"x": x}, NUM_DEVICES)["x"]
     assert shards.shape == (NUM_DEVICES, 3, 2)
     np.testing.assert_array_equal(shards[5], x[:, 10:12])
+    runs = np.stack([x, -x])  # [runs, n_critic, B]: the examples on axis 2.
+    shards = parallel.shard({"x": runs}, NUM_DEVICES, batch_axis=2)["x"]
+    assert shards.shape == (NUM_DEVICES, 2, 3, 2)
+    np.testing.assert_array_equal(shards[5], runs[:, :, 10:12])
+
+
+@pytest.mark.parametrize("batch_axis", [1, 2])
+def test_both_layouts_give_device_i_the_ith_slice_and_a_whole_replica(batch_axis):
+    x = np.arange(2 * 3 * 16).reshape(2, 3, 16)[0 if batch_axis == 1 else slice(None)]
+    state = {"w": np.arange(5.0)}
+    devices = tuple(parallel.devices(NUM_DEVICES))
+    for transform in parallel.TRANSFORMS:
+        layout = parallel.Layout(transform, devices, batch_axis=batch_axis)
+        placed = layout.shard({"x": x})["x"]
+        for i, device in enumerate(devices):
+            # pmap takes host blocks on a leading axis; shard_map one array laid on the mesh.
+            if transform == "pmap":
+                block = placed[i]
+            else:
+                block = next(s.data for s in placed.addressable_shards if s.device == device)
+            want = x[..., 2 * i : 2 * i + 2]
+            np.testing.assert_array_equal(np.asarray(block).reshape(want.shape), want)
+        replicated = layout.replicate(state)["w"]
+        assert {s.device for s in replicated.addressable_shards} == set(devices)
+        for shard in replicated.addressable_shards:
+            np.testing.assert_array_equal(np.asarray(shard.data).reshape(5), state["w"])
+        copy = layout.one_copy(layout.replicate(state))["w"]
+        assert copy.devices() == {devices[0]} and copy.shape == (5,)
 
 
 def test_devices_refuse_a_batch_that_does_not_split_and_too_many_devices():
@@ -77,15 +105,18 @@ def train_both_ways(
         single, single_metrics = step(single, item)
     g, c = parallel_models or (generator, critic)
     devices = parallel.devices(NUM_DEVICES)
-    replicated = parallel.replicate(make(g, c), devices)
+    layout = parallel.Layout(transform, tuple(devices))
+    replicated = layout.replicate(make(g, c))
     pstep = train.make_pmapped_train_step(config, devices, transform=transform)
     for item in batches:
-        replicated, metrics = pstep(replicated, parallel.shard(item, NUM_DEVICES))
-    # Every replica holds the same state.
+        replicated, metrics = pstep(replicated, layout.shard(item))
+    # Every device holds the same state.
     for leaf in jax.tree.leaves(replicated):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
-            chex.assert_trees_all_close(leaf, jnp.broadcast_to(leaf[0], leaf.shape))
-    return single, single_metrics, parallel.unreplicate(replicated), parallel.unreplicate(metrics)
+            copies = [shard.data for shard in leaf.addressable_shards]
+            assert len(copies) == NUM_DEVICES
+            chex.assert_trees_all_close(copies, [copies[0]] * NUM_DEVICES)
+    return single, single_metrics, layout.one_copy(replicated), layout.one_copy(metrics)
 
 
 def assert_same_training(single, single_metrics, pmapped, pmapped_metrics):
@@ -215,18 +246,17 @@ def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped(transform):
         for k in range(2)
     ]
     devices = parallel.devices(NUM_DEVICES)
+    layout = parallel.Layout(transform, tuple(devices), batch_axis=2)
     items = [toy_batches(steps=1, n_critic=2, batch=16, seed=k)[0] for k in range(2)]
-    # [devices, runs, n_critic, B / devices, 2], as gans.runner feeds several runs.
-    batch = jax.tree.map(
-        lambda *a: np.stack(a, axis=1), *[parallel.shard(i, NUM_DEVICES) for i in items]
-    )
+    # [runs, n_critic, B, 2] split on B, as gans.runner feeds several runs.
+    batch = layout.shard(jax.tree.map(lambda *a: np.stack(a), *items))
     results = {}
     for run_axis in ("vmap", "map"):
         pstep = train.make_pmapped_train_step(
             config, devices, vmapped=True, run_axis=run_axis, transform=transform
         )
-        state, metrics = pstep(parallel.replicate(sweep.stack(states), devices), batch)
-        results[run_axis] = parallel.unreplicate(state), parallel.unreplicate(metrics)
+        state, metrics = pstep(layout.replicate(sweep.stack(states)), batch)
+        results[run_axis] = layout.one_copy(state), layout.one_copy(metrics)
     (by_vmap, vmap_metrics), (by_map, map_metrics) = results["vmap"], results["map"]
     chex.assert_trees_all_close(by_map.critic_params, by_vmap.critic_params, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(map_metrics, vmap_metrics, rtol=1e-5, atol=1e-6)
