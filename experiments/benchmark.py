@@ -321,6 +321,7 @@ def time_jax(name: str, batch: int) -> dict:
     import jax
 
     from gans import parallel, sweep, train
+    from gans import run as run_lib
     from gans.models import layers
 
     num_runs, num_devices = FLAGS.num_runs, FLAGS.num_devices
@@ -338,7 +339,7 @@ def time_jax(name: str, batch: int) -> dict:
         devices = parallel.devices(num_devices, batch)
         layout = parallel.Layout(FLAGS.parallel, tuple(devices), 2 if num_runs > 1 else 1)
         state, batches = layout.replicate(state), layout.shard(batches)
-        compiled = train.make_pmapped_train_step(
+        compiled = run_lib.make_pmapped_train_step(
             config,
             devices,
             vmapped=num_runs > 1,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -137,6 +138,32 @@ def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callab
     return schedule
 
 
+def make_pmapped_train_step(
+    config: train_lib.StepConfig,
+    devices: Sequence[Any] | None = None,
+    *,
+    vmapped: bool = False,
+    run_axis: str = "vmap",
+    transform: str = "pmap",
+) -> Callable[[train_lib.GANState, Any], tuple[train_lib.GANState, dict]]:
+    """The train step data-parallel over ``devices`` (by default every device of every process),
+    by ``jax.pmap`` or ``jax.shard_map`` (``transform``: ``gans.parallel.data_parallel``).
+
+    Takes a state and batches placed by ``gans.parallel.Layout`` for ``transform`` (under
+    ``pmap`` a replica per device and ``[devices, n_critic, B / devices, ...]`` batches) and
+    returns the new state (donated) and the global metrics, laid out alike. Models with
+    BatchNorm must be built with ``axis_name=gans.parallel.AXIS`` so their statistics are
+    those of the global batch. With these, training equals the single-device step on the
+    global batch up to float reduction order. ``vmapped`` trains K stacked runs on every
+    device (``gans.sweep``): state ``[devices, K, ...]``, batches ``[devices, K, n_critic, ...]``,
+    their run axis laid out as ``run_axis`` says (``gans.sweep.over_runs``).
+    """
+    config = dataclasses.replace(config, axis_name=parallel.AXIS)
+    step = train_lib.make_train_step(config)
+    step = sweep_lib.over_runs(step, run_axis) if vmapped else step
+    return parallel.data_parallel(step, devices, transform, batch_axis=2 if vmapped else 1)
+
+
 def layout(run: Run, num_runs: int) -> parallel.Layout:
     """Where ``num_runs`` runs' state and batches live on several devices (``run.parallel``)."""
     devices = parallel.devices(run.num_devices, run.batch_size)
@@ -153,7 +180,7 @@ def compile_step(run: Run, num_runs: int, sharded: bool):
         return jax.jit(step, donate_argnums=0)
     placed = layout(run, num_runs)
     # Several processes: one program over every device of the run, each process feeding its own.
-    pstep = train_lib.make_pmapped_train_step(
+    pstep = make_pmapped_train_step(
         run.step,
         placed.step_devices,
         vmapped=num_runs > 1,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -580,31 +580,3 @@ def make_train_step(
 ) -> Callable[[GANState, Mapping[str, Array]], tuple[GANState, Metrics]]:
     """Binds ``config``; the caller chooses ``jax.jit`` or ``jax.pmap``."""
     return functools.partial(train_step, config)
-
-
-def make_pmapped_train_step(
-    config: StepConfig,
-    devices: Sequence[Any] | None = None,
-    *,
-    vmapped: bool = False,
-    run_axis: str = "vmap",
-    transform: str = "pmap",
-) -> Callable[[GANState, Mapping[str, Array]], tuple[GANState, Metrics]]:
-    """The train step data-parallel over ``devices`` (by default every device of every process),
-    by ``jax.pmap`` or ``jax.shard_map`` (``transform``: ``gans.parallel.data_parallel``).
-
-    Takes a state and batches placed by ``gans.parallel.Layout`` for ``transform`` (under
-    ``pmap`` a replica per device and ``[devices, n_critic, B / devices, ...]`` batches) and
-    returns the new state (donated) and the global metrics, laid out alike. Models with
-    BatchNorm must be built with ``axis_name=gans.parallel.AXIS`` so their statistics are
-    those of the global batch. With these, training equals the single-device step on the
-    global batch up to float reduction order. ``vmapped`` trains K stacked runs on every
-    device (``gans.sweep``): state ``[devices, K, ...]``, batches ``[devices, K, n_critic, ...]``,
-    their run axis laid out as ``run_axis`` says (``gans.sweep.over_runs``).
-    """
-    from gans import sweep  # It builds on this module.
-
-    config = dataclasses.replace(config, axis_name=parallel.AXIS)
-    step = make_train_step(config)
-    step = sweep.over_runs(step, run_axis) if vmapped else step
-    return parallel.data_parallel(step, devices, transform, batch_axis=2 if vmapped else 1)

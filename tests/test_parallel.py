@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from gans import models, parallel, train
+from gans import run as run_lib
 
 NUM_DEVICES = 8
 
@@ -107,7 +108,7 @@ def train_both_ways(
     devices = parallel.devices(NUM_DEVICES)
     layout = parallel.Layout(transform, tuple(devices))
     replicated = layout.replicate(make(g, c))
-    pstep = train.make_pmapped_train_step(config, devices, transform=transform)
+    pstep = run_lib.make_pmapped_train_step(config, devices, transform=transform)
     for item in batches:
         replicated, metrics = pstep(replicated, layout.shard(item))
     # Every device holds the same state.
@@ -252,7 +253,7 @@ def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped(transform):
     batch = layout.shard(jax.tree.map(lambda *a: np.stack(a), *items))
     results = {}
     for run_axis in ("vmap", "map"):
-        pstep = train.make_pmapped_train_step(
+        pstep = run_lib.make_pmapped_train_step(
             config, devices, vmapped=True, run_axis=run_axis, transform=transform
         )
         state, metrics = pstep(layout.replicate(sweep.stack(states)), batch)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from gans.data import FOLDER_PREFIX, NPZ_PREFIX, Dataset, _check_request, process_item_indices
+from gans.data.base import FOLDER_PREFIX, NPZ_PREFIX, Dataset, check_request, process_item_indices
 from gans.data.images import centre_crop, resize, to_model_range
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -83,7 +83,7 @@ class ArrayDataset(Dataset):
           {"x": float32 [group, batch_size, *element_shape] in [-1, 1]}, plus "y": int32
           [group, batch_size] for labelled data.
         """
-        _check_request(index, batch_size, seed, group)
+        check_request(index, batch_size, seed, group)
         taken = process_item_indices(
             index,
             batch_size,

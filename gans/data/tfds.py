@@ -26,12 +26,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 
-from gans.data import (
+from gans.data.base import (
     TFDS_PREFIX,
     Dataset,
     Scoring,
-    _check_request,
     check_options,
+    check_request,
     process_item_indices,
 )
 from gans.data.images import centre_crop, resize, to_model_range
@@ -187,7 +187,7 @@ class TFDSDataset(Dataset):
           {"x": float32 [group, batch_size, *element_shape] in [-1, 1]}, plus "y": int32
           [group, batch_size] when the dataset has class labels.
         """
-        _check_request(index, batch_size, seed, group)
+        check_request(index, batch_size, seed, group)
         local = process_item_indices(
             index,
             batch_size,
