@@ -98,13 +98,15 @@ def _train_into(
     run_states: Callable[[Any], list[Any]] = lambda state: [state],
     save_final: Callable[[Any, pathlib.Path], None] | None = None,
     runs: list[dict[str, Any]] | None = None,
+    extra: Sequence[loop.Action] = (),
 ) -> tuple[Any, list[dict[str, Any]], list[np.ndarray]]:
     """Resumes (or starts) the runs in ``workdirs`` and trains them to ``steps``; process 0
     then calls ``save_final(run_state, workdir)`` for each run, still holding the lock.
 
     ``runs`` (several runs) is written into ``runs.json`` beside the record.
     ``measures`` are ``(every, at_last, measure(run_state, k, step, workdir))``: values added
-    to the log lines at the logging steps that are multiples of ``every``.
+    to the log lines at the logging steps that are multiples of ``every``. ``extra`` actions
+    act on process 0 after the measures and before the log.
 
     Returns the final state, each run's last log line and its final samples (process 0).
     """
@@ -131,6 +133,7 @@ def _train_into(
                     loop.LineAction(every, log_every, measure, run_states, workdirs, at_last)
                     for every, at_last, measure in measures
                 ]
+                actions += extra
             actions.append(log)
             pictured = None
             if writer:
@@ -241,6 +244,7 @@ def train_and_evaluate(
     *,
     config: dict[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    actions: Sequence[loop.Action] = (),
 ) -> dict[str, Any]:
     """Trains ``run`` and writes everything into ``workdir``.
 
@@ -252,6 +256,11 @@ def train_and_evaluate(
       workdir: output directory; must not hold a previous run.
       config: settings to record in ``config.json`` (e.g. the flag values).
       on_progress: called at every logging step (the experiment prints it).
+      actions: periodic actions of the caller's own (``gans.loop.Action``: called with each
+        step's ``Moment``, then ``end`` and ``close``), run on process 0 after the evaluation
+        and diagnostics and before the metrics log, so that what one adds to
+        ``moment.lines`` is logged; ``moment.state`` is the state as the step keeps it
+        (stacked over runs, replicated over devices). Each owns its interval and its files.
 
     Returns:
       The last logged metrics, plus mode coverage for Gaussian mixtures; with several runs,
@@ -320,6 +329,7 @@ def train_and_evaluate(
         run_states=run_states,
         save_final=lambda state, w: _save_params(w / workdir_lib.PARAMS_FILE, state),
         runs=entries if num_runs > 1 else None,
+        extra=actions,
     )
     if jax.process_index() != 0:
         return {**lasts[0], "wall_seconds": time.perf_counter() - start}

@@ -216,6 +216,27 @@ def _load_tfds(name: str, **options) -> Dataset:
 DATASETS.update({name: functools.partial(_load_tfds, name) for name in TFDS_DATASETS})
 
 
+def register(name: str, factory: Callable[..., Dataset]) -> None:
+    """Adds a data set: ``get_dataset(name, **options)`` then returns ``factory(**options)``.
+
+    A data set of one's own is one file: its ``Dataset`` subclass (``batch`` by item index,
+    its ``name`` and ``element_shape``, ``num_classes`` if labelled, ``scoring`` if one of the
+    framework's feature networks reads it) and this call. The experiments find it by
+    ``--dataset=NAME`` once the file is imported.
+
+    Raises:
+      ValueError: ``name`` is registered already or begins with a family's prefix.
+    """
+    if name in DATASETS:
+        raise ValueError(f"dataset {name!r} is registered already; choose another name.")
+    prefixes = (TFDS_PREFIX, FOLDER_PREFIX, NPZ_PREFIX)
+    if not name or name.startswith(prefixes):
+        raise ValueError(
+            f"dataset name {name!r} must be non-empty and not begin with {', '.join(prefixes)}."
+        )
+    DATASETS[name] = factory
+
+
 def get_dataset(name: str, **options) -> Dataset:
     """Builds the dataset registered as `name`; options go to its factory (e.g. image_size).
 
@@ -273,6 +294,7 @@ __all__ = [
     "load_digits",
     "prefetch",
     "process_item_indices",
+    "register",
     "ring",
     "twenty_five_gaussians",
 ]
