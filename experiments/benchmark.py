@@ -235,10 +235,10 @@ def _build_mode(batch: int, n_critic: int | None, num_runs: int):
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments.paper import mode_coverage
+    from experiments.paper import mode_coverage, mode_coverage_protocol
     from gans import run as run_lib
 
-    settings = mode_coverage.Settings(batch_size=batch)
+    settings = mode_coverage_protocol.Settings(batch_size=batch)
     run = mode_coverage.build_run("ns_gan", "ring8", settings, num_runs=num_runs)
     run = dataclasses.replace(run, n_critic=n_critic or run.n_critic, run_axis=FLAGS.run_axis)
     items = [run.dataset.batch(0, batch, seed, group=run.n_critic)["x"] for seed in run.seeds()]

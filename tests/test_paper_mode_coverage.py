@@ -14,11 +14,13 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.paper import mode_coverage, mode_coverage_report
+from experiments.paper import mode_coverage, mode_coverage_protocol, mode_coverage_report
 from gans import runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = mode_coverage.Settings(steps=2, seeds=2, batch_size=16, log_every=1, checkpoint_every=0)
+TINY = mode_coverage_protocol.Settings(
+    steps=2, seeds=2, batch_size=16, log_every=1, checkpoint_every=0
+)
 
 
 def _kernels(params) -> list[np.ndarray]:
@@ -35,7 +37,7 @@ def _is_scaled_orthogonal(kernel: np.ndarray, scale: float) -> bool:
 def test_both_players_have_the_protocols_architecture():
     generator, critic = mode_coverage.models(init_scale=1.4)
     key = jax.random.key(0)
-    g_params = generator.init(key, jnp.zeros((1, mode_coverage.Z_DIM)))["params"]
+    g_params = generator.init(key, jnp.zeros((1, mode_coverage_protocol.Z_DIM)))["params"]
     d_params = critic.init(key, jnp.zeros((1, 2)))["params"]
     g_kernels, d_kernels = _kernels(g_params), _kernels(d_params)
     assert [k.shape for k in g_kernels] == [(256, 128), (128, 128), (128, 2)]
@@ -47,7 +49,7 @@ def test_both_players_have_the_protocols_architecture():
     biases = [np.asarray(p["bias"]) for p in (*g_params.values(), *d_params.values())]
     assert all(not b.any() for b in biases)
     # Tanh hidden units: a large input saturates, so the output stays within |W_out|_1 + |b|.
-    out = generator.apply({"params": g_params}, 1e3 * jnp.ones((1, mode_coverage.Z_DIM)))
+    out = generator.apply({"params": g_params}, 1e3 * jnp.ones((1, mode_coverage_protocol.Z_DIM)))
     assert np.all(np.abs(out) <= np.abs(g_kernels[-1]).sum(0) + 1e-4)
 
 
@@ -140,35 +142,35 @@ def test_end_to_end_and_seed_k_of_the_vmapped_program_is_the_single_run_of_seed_
 
 def test_unknown_names_are_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="unknown loss 'wgan-gp'; known: ns_gan, mm_gan"):
-        mode_coverage.check_names(["wgan-gp"], ["ring8"])
+        mode_coverage_protocol.check_names(["wgan-gp"], ["ring8"])
     with pytest.raises(ValueError, match="unknown dataset 'ring'; known: ring8, grid25"):
-        mode_coverage.check_names(["wgan"], ["ring"])
+        mode_coverage_protocol.check_names(["wgan"], ["ring"])
     with pytest.raises(ValueError, match="--steps must be >= 1"):
-        mode_coverage.Settings(steps=0)
+        mode_coverage_protocol.Settings(steps=0)
 
 
 def test_a_row_adds_remedies_to_a_loss():
-    packed = mode_coverage.row("ns_gan+pack2")
+    packed = mode_coverage_protocol.row("ns_gan+pack2")
     assert (packed.loss, packed.pack, packed.unroll_steps) == ("non_saturating", 2, 0)
     assert packed.label == "NS-GAN + PacGAN2"
-    both = mode_coverage.row("wgan_gp+unroll5+mbstd")
+    both = mode_coverage_protocol.row("wgan_gp+unroll5+mbstd")
     assert (both.penalty, both.n_critic, both.unroll_steps, both.minibatch_std) == (
         "gradient_penalty",
         5,
         5,
         True,
     )
-    assert mode_coverage.row("ns_gan") == mode_coverage.LOSSES["ns_gan"]
+    assert mode_coverage_protocol.row("ns_gan") == mode_coverage_protocol.LOSSES["ns_gan"]
     for bad in ("ns_gan+pack1", "ns_gan+unroll0", "ns_gan+pacgan"):
         with pytest.raises(ValueError, match="unknown remedy"):
-            mode_coverage.row(bad)
+            mode_coverage_protocol.row(bad)
     run = mode_coverage.build_run("ns_gan+pack2+mbstd", "ring8", TINY)
     assert run.step.pack == 2 and run.critic.minibatch_std and run.critic.minibatch_std_group == 4
 
 
 def test_departures_from_the_protocol_are_named():
-    assert mode_coverage_report.departures(mode_coverage.Settings()) == []
-    shortened = mode_coverage.Settings(steps=1500, critic_lr=1e-3)
+    assert mode_coverage_report.departures(mode_coverage_protocol.Settings()) == []
+    shortened = mode_coverage_protocol.Settings(steps=1500, critic_lr=1e-3)
     assert mode_coverage_report.departures(shortened) == [
         "1,500 generator steps, not 25,000",
         "the discriminator's Adam rate 0.001, not 0.0001",
@@ -176,7 +178,7 @@ def test_departures_from_the_protocol_are_named():
 
 
 def test_pacgan_networks_are_its_released_toy_protocol():
-    settings = dataclasses.replace(mode_coverage.PUBLISHED["pacgan"], steps=2, seeds=2)
+    settings = dataclasses.replace(mode_coverage_protocol.PUBLISHED["pacgan"], steps=2, seeds=2)
     assert mode_coverage_report.departures(settings) == [
         "2 generator steps, not 400,000",
         "2 seeds, not 10",
@@ -186,7 +188,7 @@ def test_pacgan_networks_are_its_released_toy_protocol():
     assert (critic.hidden, critic.maxout_pieces) == ((200,) * 3, 5)
     params = critic.init(jax.random.key(0), jnp.zeros((1, 2)))["params"]
     kernels = np.concatenate([np.ravel(params[name]["kernel"]) for name in params])
-    assert abs(kernels.std() - mode_coverage.PACGAN_INIT_STD) < 0.001  # N(0, 0.02^2).
+    assert abs(kernels.std() - mode_coverage_protocol.PACGAN_INIT_STD) < 0.001  # N(0, 0.02^2).
     for loss, pack in (("ns_gan", 1), ("ns_gan+pack2", 2), ("ns_gan+pack4", 4)):
         run = mode_coverage.build_run(loss, "grid25", settings)
         # PacGAN's batch is 100 packs: 100 m samples of each kind.
@@ -205,13 +207,13 @@ def test_pacgan_networks_are_its_released_toy_protocol():
 
 
 def test_the_two_protocols_keep_their_records_apart():
-    unrolled, pacgan = mode_coverage.Settings(), mode_coverage.PUBLISHED["pacgan"]
+    unrolled, pacgan = mode_coverage_protocol.Settings(), mode_coverage_protocol.PUBLISHED["pacgan"]
     assert mode_coverage.protocol(unrolled)["networks"] == "unrolled"
     assert mode_coverage.protocol(unrolled) != mode_coverage.protocol(pacgan)
     assert mode_coverage.output_path("unrolled", "json").endswith("paper_mode_coverage.json")
     assert mode_coverage.output_path("pacgan", "json").endswith("paper_mode_coverage_pacgan.json")
     with pytest.raises(ValueError, match="unknown --networks 'veegan'; known: unrolled, pacgan"):
-        mode_coverage.Settings(networks="veegan")
+        mode_coverage_protocol.Settings(networks="veegan")
     # A table shows the published rows of its own protocol only.
     rows = "\n".join(mode_coverage_report.table_rows([], "ring8", "pacgan"))
     assert "PacGAN T1" in rows and "VEEGAN T1" not in rows

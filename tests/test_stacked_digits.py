@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 from cli import FLAGS, run_experiment
 
-from experiments.paper import stacked_digits, stacked_digits_report
+from experiments.paper import stacked_digits, stacked_digits_protocol, stacked_digits_report
 from gans import data, runner, sampling
 from gans.data import stacked
 from gans.metrics import digits_classifier
@@ -130,7 +130,7 @@ def test_the_classifier_reads_real_stacks_about_as_often_as_its_accuracy_cubed(c
 
 
 def _record(modes, kls, steps=2000):
-    settings = dataclasses.asdict(stacked_digits.Settings(steps=steps))
+    settings = dataclasses.asdict(stacked_digits_protocol.Settings(steps=steps))
     runs = [{"modes": m, "kl": k} for m, k in zip(modes, kls)]
     return {
         "settings": settings,
@@ -158,7 +158,7 @@ def test_the_table_renders_ours_the_real_data_and_the_published_rows(tmp_path):
         "wgan_gp": _record([990] * 3, [0.1] * 3),
     }
     path = tmp_path / "table.md"
-    settings = stacked_digits.Settings(steps=2000)
+    settings = stacked_digits_protocol.Settings(steps=2000)
     stacked_digits_report.write_table(records, BOUND, path, settings, "python -m x")
     text = path.read_text()
     assert "- **Not the protocol: 2,000 generator steps, not 100,000.**" in text
@@ -172,8 +172,8 @@ def test_the_table_renders_ours_the_real_data_and_the_published_rows(tmp_path):
     assert "| VEEGAN T2 | DCGAN, 28x28 | DCGAN | 99 | 3.4 |" in text
     assert "| PacGAN T2 | VEEGAN's | PacDCGAN2 | 1000.0 ± 0.00 | 0.06 ± 0.003 |" in text
     assert "98.9 % of the held-out digits" in text and "96.8 %" in text
-    assert stacked_digits_report.departures(stacked_digits.Settings()) == []
-    changed = stacked_digits.Settings(steps=20000, dcgan_lr=1e-4)
+    assert stacked_digits_report.departures(stacked_digits_protocol.Settings()) == []
+    changed = stacked_digits_protocol.Settings(steps=20000, dcgan_lr=1e-4)
     assert stacked_digits_report.departures(changed) == [
         "20,000 generator steps, not 100,000",
         "the DCGAN rows' Adam rate 0.0001, not 0.0002",
@@ -182,29 +182,29 @@ def test_the_table_renders_ours_the_real_data_and_the_published_rows(tmp_path):
 
 def test_the_study_runs_on_stacked_mnist_with_a_narrower_critic():
     # PacGAN's Table 3: the critic at a quarter of the generator's width, on MNIST's stacks.
-    settings = stacked_digits.Settings(
+    settings = stacked_digits_protocol.Settings(
         dataset="stacked_mnist5k", image_size=16, width=64, critic_width=16, steps=2
     )
-    run = stacked_digits.build_run("unrolled5", settings)
+    run = stacked_digits_protocol.build_run("unrolled5", settings)
     assert run.dataset.name == "stacked_mnist5k" and run.dataset.element_shape == (16, 16, 3)
     assert (run.generator.width, run.critic.width) == (64, 16)
-    assert stacked_digits.classifier(settings).source == "mnist5k"
+    assert stacked_digits_protocol.classifier(settings).source == "mnist5k"
     assert stacked_digits_report.departures(settings)[-1].startswith(
         "a critic of width 16 against the generator's 64"
     )
     # A record made before these settings existed was trained with their defaults.
-    old = dataclasses.asdict(stacked_digits.Settings(steps=2))
+    old = dataclasses.asdict(stacked_digits_protocol.Settings(steps=2))
     for name in ("dataset", "image_size", "critic_width"):
         del old[name]
-    assert stacked_digits.same_settings(old, dataclasses.asdict(stacked_digits.Settings(steps=2)))
+    assert stacked_digits.same_settings(old, dataclasses.asdict(stacked_digits_protocol.Settings(steps=2)))
     assert not stacked_digits.same_settings(old, dataclasses.asdict(settings))
     with pytest.raises(ValueError, match="--dataset must be stacked_digits or stacked_mnist5k"):
-        stacked_digits.Settings(dataset="digits")
+        stacked_digits_protocol.Settings(dataset="digits")
 
 
 def test_the_minibatch_std_row_scores_each_example_with_its_group_of_four():
-    settings = stacked_digits.Settings(steps=2, seeds=1)
-    run = stacked_digits.build_run("minibatch_std", settings)
+    settings = stacked_digits_protocol.Settings(steps=2, seeds=1)
+    run = stacked_digits_protocol.build_run("minibatch_std", settings)
     assert (run.critic.minibatch_std, run.critic.minibatch_std_group) == (True, 4)
     x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
     variables = run.critic.init(jax.random.key(1), x, train=False)
@@ -216,13 +216,13 @@ def test_the_minibatch_std_row_scores_each_example_with_its_group_of_four():
 
 
 def test_rows_are_data_and_bad_names_are_one_sentence():
-    assert stacked_digits.ROWS["pacgan2"].step_options() == {"pack": 2}
-    assert stacked_digits.ROWS["unrolled5"].step_options() == {"unroll_steps": 5}
-    assert stacked_digits.ROWS["ns_gan"].step_options() == {}
+    assert stacked_digits_protocol.ROWS["pacgan2"].step_options() == {"pack": 2}
+    assert stacked_digits_protocol.ROWS["unrolled5"].step_options() == {"unroll_steps": 5}
+    assert stacked_digits_protocol.ROWS["ns_gan"].step_options() == {}
     with pytest.raises(ValueError, match="unknown row 'pacgan'; known rows: ns_gan, wgan_gp"):
-        stacked_digits.check_rows(["pacgan"])
+        stacked_digits_protocol.check_rows(["pacgan"])
     with pytest.raises(ValueError, match="--steps must be >= 1, got 0"):
-        stacked_digits.Settings(steps=0)
+        stacked_digits_protocol.Settings(steps=0)
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ def test_bad_input_to_the_study_is_one_sentence_and_touches_nothing(tmp_path, ar
 
 @pytest.mark.slow
 def test_a_tiny_study_trains_scores_keeps_finished_rows_and_matches_the_runner(tmp_path, cache_dir):
-    tiny = stacked_digits.Settings(
+    tiny = stacked_digits_protocol.Settings(
         steps=2,
         seeds=2,
         batch_size=16,
@@ -293,7 +293,7 @@ def test_a_tiny_study_trains_scores_keeps_finished_rows_and_matches_the_runner(t
     )
     assert lines == ["ns_gan: finished earlier, kept"]
     # The scores are those the classifier gives the run's samples (gans.evaluation's draw).
-    run = stacked_digits.build_run("ns_gan", tiny)
+    run = stacked_digits_protocol.build_run("ns_gan", tiny)
     states, step = runner.restore(run, tmp_path / "runs" / "ns_gan")
     samples, _ = sampling.draw_samples(run.step, states[1], 600, jax.random.key(1 + 4))
     classifier = digits_classifier.load_digits_classifier(8, cache_dir)

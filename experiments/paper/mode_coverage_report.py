@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.paper import mode_coverage
+from experiments.paper import mode_coverage_protocol as setup
 
 # Published rows, as printed: (protocol, source, model, modes, high-quality %, reverse KL) per
 # dataset.
@@ -20,7 +20,7 @@ from experiments.paper import mode_coverage
 # GAN toy setting, report no reverse KL. PacGAN Table 1 (Lin et al., 2018), read from the
 # released code's synthetic_data_experiments/results/Table1.png (github fjxmlzn/PacGAN): its own
 # networks and training (the ALI code's), not this protocol, so its GAN row is not VEEGAN's;
-# ± is the standard error over 10 trials. The protocol is the key of ``mode_coverage.NETWORKS``
+# ± is the standard error over 10 trials. The protocol is the key of ``mode_coverage_protocol.NETWORKS``
 # the row was trained with: a table shows the published rows of its own protocol.
 PUBLISHED: dict[str, tuple[tuple[str, str, str, str, str, str], ...]] = {
     "ring8": (
@@ -69,7 +69,7 @@ def table_rows(
             continue
         runs = record["runs"]
         per_seed = ", ".join(str(r["modes"]) for r in runs)
-        label = mode_coverage.row(record["loss"]).label
+        label = setup.row(record["loss"]).label
         over_seeds = {
             name: seed_statistics.summarize([r[name] for r in runs])
             for name in ("modes", "modes_any", "high_quality", "reverse_kl")
@@ -89,9 +89,9 @@ def table_rows(
     return rows
 
 
-def departures(settings: mode_coverage.Settings) -> list[str]:
-    """How ``settings`` depart from their protocol as published (``mode_coverage.PUBLISHED``)."""
-    protocol = mode_coverage.PUBLISHED[settings.networks]
+def departures(settings: setup.Settings) -> list[str]:
+    """How ``settings`` depart from their protocol as published (``setup.PUBLISHED``)."""
+    protocol = setup.PUBLISHED[settings.networks]
     changes = []
     if settings.steps != protocol.steps:
         changes.append(f"{settings.steps:,} generator steps, not {protocol.steps:,}")
@@ -113,13 +113,13 @@ def departures(settings: mode_coverage.Settings) -> list[str]:
     return changes
 
 
-def _protocol_line(settings: mode_coverage.Settings) -> str:
+def _protocol_line(settings: setup.Settings) -> str:
     """The networks and training of ``settings``, in one sentence."""
     if settings.networks == "pacgan":
         return (
             "- PacGAN's networks and training (its released synthetic_data_experiments): z of 2 "
             "dims, G 4 x 400 (Dense without bias, BatchNorm, ReLU), D 3 x 200 maxout of 5 pieces, "
-            f"kernels N(0, {mode_coverage.PACGAN_INIT_STD:g}^2), batches of "
+            f"kernels N(0, {setup.PACGAN_INIT_STD:g}^2), batches of "
             f"{settings.batch_size} packs (m samples each for PacGANm), {settings.steps:,} "
             f"generator steps; Adam (beta1 0.8) at G {settings.generator_lr:g}, D "
             f"{settings.critic_lr:g}; NS-GAN's loss. The generator draws a pack's m samples in "
@@ -127,7 +127,7 @@ def _protocol_line(settings: mode_coverage.Settings) -> str:
             "100,000 fixed packs); updates alternate (there: simultaneous)."
         )
     return (
-        f"- z of {mode_coverage.Z_DIM} dims, G and D 2 x 128 tanh, orthogonal kernels (gain "
+        f"- z of {setup.Z_DIM} dims, G and D 2 x 128 tanh, orthogonal kernels (gain "
         f"{settings.init_scale:g}), batch {settings.batch_size}, {settings.steps:,} generator "
         f"steps; Adam (beta1 0.5) at G {settings.generator_lr:g}, D {settings.critic_lr:g}, "
         f"except WGAN: RMSProp {settings.wgan_lr:g}, clip 0.01, n_critic 5. WGAN-GP: lambda "
@@ -138,12 +138,12 @@ def _protocol_line(settings: mode_coverage.Settings) -> str:
 def write_table(
     records: Sequence[dict[str, Any]],
     path: pathlib.Path,
-    settings: mode_coverage.Settings,
+    settings: setup.Settings,
     command: str,
 ) -> None:
     """Writes the markdown table of every finished record (one section per dataset)."""
     total = sum(r["wall_seconds"] for r in records) / 60
-    networks = mode_coverage.NETWORKS[settings.networks]
+    networks = setup.NETWORKS[settings.networks]
     lines = [
         f"# Mode coverage on ring-8 and grid-25 ({networks.label})",
         "",
@@ -161,7 +161,7 @@ def write_table(
         ),
         "",
     ]
-    for dataset in mode_coverage.DATASETS:
+    for dataset in setup.DATASETS:
         if any(r["dataset"] == dataset for r in records):
             lines += table_rows(records, dataset, settings.networks) + [""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def save_picture(samples: dict[tuple[str, str], np.ndarray], records, path: path
 
     from gans import data
 
-    datasets = [d for d in mode_coverage.DATASETS if any(k[1] == d for k in samples)]
+    datasets = [d for d in setup.DATASETS if any(k[1] == d for k in samples)]
     losses = list(dict.fromkeys(k[0] for k in samples))  # The rows, in the order trained.
     scores = {(r["loss"], r["dataset"]): r["runs"][0] for r in records}
     fig, axes = plt.subplots(
@@ -194,14 +194,14 @@ def save_picture(samples: dict[tuple[str, str], np.ndarray], records, path: path
             ax.set_xticks([])
             ax.set_yticks([])
             if (loss, dataset) not in samples:
-                ax.set_title(f"{mode_coverage.row(loss).label}\n(not run)", fontsize=8)
+                ax.set_title(f"{setup.row(loss).label}\n(not run)", fontsize=8)
                 continue
             fake = samples[(loss, dataset)]
             ax.scatter(*mixture.centres.T, s=40, facecolors="none", edgecolors="orange", lw=1)
             ax.scatter(fake[:, 0], fake[:, 1], s=1, c="tab:green", alpha=0.5)
             s = scores[(loss, dataset)]
             ax.set_title(
-                f"{mode_coverage.row(loss).label} on {dataset}\n{s['modes']}/{mixture.num_modes} modes, "
+                f"{setup.row(loss).label} on {dataset}\n{s['modes']}/{mixture.num_modes} modes, "
                 f"{100 * s['high_quality']:.0f}% hq",
                 fontsize=8,
             )

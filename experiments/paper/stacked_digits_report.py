@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from experiments.paper.stacked_digits import ROWS, Settings, build_run, classifier
+from experiments.paper.stacked_digits_protocol import ROWS, Settings, build_run, classifier
 
 # Published Stacked-MNIST rows, as printed: (source, setting, model, modes of 1,000, KL).
 # VEEGAN T2: Srivastava et al. (2017), Table 2, 26,000 samples, averaged over five runs; read
