@@ -73,6 +73,7 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     _fake_row(tmp_path, "cnn_sn_10_ada", [7.0, 8.0, 9.0], steps=2000, p=[0.2, 0.3, 0.4])
     (tmp_path / "cnn_sn_augment" / "run_1" / "metrics.jsonl").unlink()  # Still training.
     (tmp_path / "cnn_sn" / baselines.WALL_FILE).write_text("125.0")
+    (tmp_path / "cnn_sn" / baselines.CPU_FILE).write_text("119.6")
     path = tmp_path / "table.md"
     names = ["cnn_sn", "cnn_sn_augment", "cnn_sn_10_ada"]
     protocols = {n: baselines.protocol(n, steps=0, seed=0, num_seeds=3) for n in names}
@@ -90,7 +91,8 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     # Resampling one seed three times has probability 1/27 > 2.5 %: the interval is [min, max].
     assert (
         "| SNGAN: hinge, SN standard CNN | 2,000 | 2.00 | 2.00 ± 1.00 [1.00, 3.00] "
-        "| 3.00, 1.00, 2.00 | 0.60 ± 0.10 [0.50, 0.70] | 0.90 ± 0.00 [0.90, 0.90] | 2 min 05 s |"
+        "| 3.00, 1.00, 2.00 | 0.60 ± 0.10 [0.50, 0.70] | 0.90 ± 0.00 [0.90, 0.90] | 2 min 05 s "
+        "| 2 min 00 s |"
     ) in text
     assert "| SNGAN + DiffAugment | (not finished) |" in text
     assert "### data" in text and "### normalisation" in text and "### components" in text
@@ -120,6 +122,7 @@ def test_rows_with_a_record_of_the_same_protocol_are_kept_and_the_rest_trained(
         name = pathlib.Path(next(a for a in args if a.startswith("--workdir=")).split("=")[1])
         trained.append(name.name)
         _fake_row(tmp_path / "runs", name.name, [1.0, 2.0, 3.0], steps=2000)
+        subprocess.run([sys.executable, "-c", "sum(range(3 * 10**7))"], check=True)
 
     monkeypatch.setattr(digits_comparison, "_run_logged", fake_training)
     results = tmp_path / "results.json"
@@ -137,6 +140,8 @@ def test_rows_with_a_record_of_the_same_protocol_are_kept_and_the_rest_trained(
     assert [(r["loss"], r["fid"], r["protocol"]["steps"]) for r in saved] == [
         ("cnn_sn", [1.0, 2.0, 3.0], 2000)
     ]
+    # The child's CPU time, which sum(range(3 * 10**7)) makes at least a tenth of a second.
+    assert 0.1 < saved[0]["cpu_seconds"] and 0.1 < saved[0]["wall_seconds"]
     # The run folders gone (a new session): the record is kept, only the new row trains, and
     # the table has both.
     shutil.rmtree(tmp_path / "runs")

@@ -24,7 +24,8 @@ digits a row trained on.
   network CR-GAN reported, against it alone.
 
 Each row has its own budget of generator steps (``Row.steps``; ``--steps`` overrides them all,
-for a quick check). A finished row's record (its protocol, each seed's scores, its wall time)
+for a quick check). A finished row's record (its protocol, each seed's scores, its wall and
+CPU time)
 and seed 0's last samples go into ``--results`` (``experiments.paper.records``; the flagfile
 keeps them in ``experiments/results``, committed), and every finished row rewrites the tables
 (``--table``) and their pictures (``--pictures``: seed 0's last samples of every row of a
@@ -40,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import resource
 import statistics
 import sys
 import time
@@ -53,6 +55,8 @@ from experiments.paper import records as record_store
 FLAGFILES = digits_comparison.FLAGFILES
 METRIC = digits_comparison.DATA["mnist"][0]
 WALL_FILE = "wall_seconds.json"
+# The training processes' user and system time: the row's cost whatever else shared the core.
+CPU_FILE = "cpu_seconds.json"
 DATASET = "mnist5k"  # Every row's data set, the records' "dataset".
 
 
@@ -214,7 +218,8 @@ def record_of(
 
     The record has the row (``"loss"``, as ``experiments.paper.records`` names rows), its
     ``"dataset"`` and ``"protocol"``, each seed's ``fid``, ``precision`` and ``recall``, the
-    real-vs-real ``floor``, the row's wall time and, for a row that adapts its augmentation,
+    real-vs-real ``floor``, the row's wall and CPU time and, for a row that adapts its
+    augmentation,
     ``final_p``, each seed's last ``p``.
     """
     directories = _seed_directories(workdir, name, row_protocol["num_seeds"])
@@ -228,6 +233,8 @@ def record_of(
         record[metric] = [q[metric] for q in qualities]
     record["floor"] = qualities[0]["fid_real_vs_real"]
     record["wall_seconds"] = json.loads(wall.read_text()) if wall.is_file() else None
+    cpu = workdir / name / CPU_FILE
+    record["cpu_seconds"] = json.loads(cpu.read_text()) if cpu.is_file() else None
     trajectories = [augment_probabilities(d) for d in directories]
     if all(trajectories):
         record["final_p"] = [t[-1][1] for t in trajectories]
@@ -259,9 +266,9 @@ def table(rows: Sequence[dict[str, Any] | str]) -> str:
     lines = [
         (
             f"| run | steps | {METRIC} median | mean ± std [95 % interval] | every seed "
-            "| precision | recall | wall time (all seeds) |"
+            "| precision | recall | wall time (all seeds) | CPU time |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if isinstance(row, str):
@@ -273,7 +280,8 @@ def table(rows: Sequence[dict[str, Any] | str]) -> str:
             f"| {row['fid_summary'].format(digits=2)} | {seeds} "
             f"| {row['precision_summary'].format(digits=2)} "
             f"| {row['recall_summary'].format(digits=2)} "
-            f"| {digits_comparison._duration(row['wall_seconds'])} |"
+            f"| {digits_comparison._duration(row['wall_seconds'])} "
+            f"| {digits_comparison._duration(row.get('cpu_seconds'))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -352,6 +360,12 @@ def save_pictures(
     return written
 
 
+def _children_cpu_seconds() -> float:
+    """User and system seconds of this process's finished children (the rows' trainings)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def saved_rows(
     results: pathlib.Path, names: Sequence[str], *, steps: int, seed: int, num_seeds: int
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -413,16 +427,18 @@ def run_study(
         record = record_of(workdir, name, wanted)
         if record is None or record["steps"] != wanted["steps"]:
             print(f"{name}: training {num_seeds} seeds for {wanted['steps']} steps", flush=True)
-            wall = workdir / name / WALL_FILE
-            # A resumed row adds this session's time to the earlier sessions'.
-            earlier = json.loads(wall.read_text()) if wall.is_file() else 0.0
-            start = time.perf_counter()
+            clocks = {WALL_FILE: time.perf_counter, CPU_FILE: _children_cpu_seconds}
+            starts = {name: clock() for name, clock in clocks.items()}
             args = command(name, workdir, **options)
             try:
                 digits_comparison._run_logged(args, workdir / name / "train.log")
             finally:
-                wall.parent.mkdir(parents=True, exist_ok=True)
-                wall.write_text(json.dumps(earlier + time.perf_counter() - start))
+                for file, clock in clocks.items():
+                    # A resumed row adds this session's time to the earlier sessions'.
+                    path = workdir / name / file
+                    earlier = json.loads(path.read_text()) if path.is_file() else 0.0
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(earlier + clock() - starts[file]))
             record = record_of(workdir, name, wanted)
         record_store.save_result(results, record, picture_of(workdir, name, num_seeds))
         print(f"{name}: {METRIC} {', '.join(f'{f:.2f}' for f in record['fid'])}", flush=True)
