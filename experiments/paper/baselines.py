@@ -272,7 +272,7 @@ def table(rows: Sequence[dict[str, Any] | str]) -> str:
     ]
     for row in rows:
         if isinstance(row, str):
-            lines.append(f"| {ROWS[row].label} | (not finished) | | | | | | |")
+            lines.append(f"| {ROWS[row].label} | (not finished) | | | | | | | |")
             continue
         seeds = ", ".join(f"{fid:.2f}" for fid in row["fid"])
         lines.append(
