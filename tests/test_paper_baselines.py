@@ -95,6 +95,8 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
         "| 2 min 00 s |"
     ) in text
     assert "| SNGAN + DiffAugment | (not finished) |" in text
+    # Every row of every table has the header's cells.
+    assert len({line.count("|") for line in text.splitlines() if line.startswith("|")}) == 1
     assert "### data" in text and "### normalisation" in text and "### components" in text
     assert "### architectures" not in text  # No row of it was asked for.
     assert "ADA's p at the last step, per seed: 0.200, 0.300, 0.400." in text
