@@ -3,9 +3,7 @@ step settings, each checked with one sentence for the user's mistakes."""
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any
 
 from absl import flags
 
@@ -75,9 +73,9 @@ def dataset_from_flags():
 
 
 def _check_flags() -> None:
-    # Bounds the library does not check, or checks only for the GANs (gans.runner.Run checks
+    # Bounds the library does not check, or checks only for the GANs (gans.run.Run checks
     # --steps, --batch_size and --log_every, not VAERun); the rest are raised where they live.
-    positive = ("steps", "batch_size", "log_every", "z_dim", "width", "depth", "pack")
+    positive = ("steps", "batch_size", "log_every", "z_dim", "width", "pack")
     for name in (
         "flip_anneal_steps",
         "noise_anneal_steps",
@@ -85,7 +83,6 @@ def _check_flags() -> None:
         "info_categories",
         "info_continuous",
         "unroll_steps",
-        "minibatch_std_group",
     ):
         if FLAGS[name].value < 0:
             raise UserError(f"--{name} must be >= 0, got {FLAGS[name].value}.")
@@ -113,10 +110,6 @@ def _check_flags() -> None:
         raise UserError(f"--data_fraction must be in (0, 1], got {FLAGS.data_fraction}.")
     if FLAGS.critic_width is not None and FLAGS.critic_width < 1:
         raise UserError(f"--critic_width must be >= 1, got {FLAGS.critic_width}.")
-    if FLAGS.attention_resolution < 0:
-        raise UserError(
-            f"--attention_resolution must be >= 0 (0: none), got {FLAGS.attention_resolution}."
-        )
     if FLAGS.power_iterations != "per_update" and not FLAGS.spectral_norm:
         raise UserError(
             f"--power_iterations={FLAGS.power_iterations} sets when the critic's spectral "
@@ -129,146 +122,65 @@ def _check_flags() -> None:
         )
 
 
+def _model_options(name: str, builder):
+    """Model ``name``'s options from the flags of its fields' names (a field without a flag keeps
+    its default); a given flag that only other models take is refused, naming them."""
+    import dataclasses
+
+    from gans.models import registry
+
+    taken = builder.option_names()
+    for option in registry.option_names():
+        if option not in taken and option in FLAGS and FLAGS[option].present:
+            raise UserError(
+                f"--{option} applies to {registry.describe_owners(option)}, not {name}."
+            )
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(builder.options)}
+    return builder.options(**{k: v for k, v in values.items() if k in FLAGS})
+
+
 def _models(dataset, penalty, axis_name=None):
-    """The generator and critic the flags name, wrapped for conditioning or InfoGAN.
+    """The generator and critic the flags name, wrapped for conditioning or InfoGAN, and the
+    model's ``Builder``.
 
     ``axis_name`` is the pmap axis BatchNorm averages its statistics over, or None.
     """
     from gans import models
+    from gans.models import registry
 
-    kind = FLAGS.model
-    if kind == "auto":
-        kind = "mlp" if len(dataset.element_shape) == 1 else "dcgan"
-    critic_width = FLAGS.critic_width or FLAGS.width
-    if FLAGS.attention_resolution and kind != "resnet":
-        raise UserError("--attention_resolution applies to --model=resnet only.")
-    # Given, not only an experiment's default (SNGAN's sum, for its ResNet).
-    if kind != "resnet" and FLAGS["critic_pooling"].present and FLAGS.critic_pooling != "mean":
-        raise UserError("--critic_pooling applies to --model=resnet only.")
-    if kind == "mlp":
-        hidden = (FLAGS.width,) * FLAGS.depth
-        generator = models.MLPGenerator(
-            out_dim=math.prod(dataset.element_shape),
-            hidden=hidden,
-            spectral_norm=FLAGS.generator_spectral_norm,
-        )
-        critic = models.MLPCritic(
-            hidden=(critic_width,) * FLAGS.depth,
-            spectral_norm=FLAGS.spectral_norm,
-            axis_name=axis_name,
-            **_minibatch_std(),
-        )
-    elif kind == "resnet":
-        if FLAGS.minibatch_std:
-            raise UserError("--minibatch_std applies to --model=mlp and dcgan, not resnet.")
-        if len(dataset.element_shape) != 3:
-            raise UserError(f"--model=resnet needs image data; {FLAGS.dataset} is 2-D.")
-        size, _, channels = dataset.element_shape
-        norm = FLAGS.critic_norm or "none"
-        if norm == "batch":
-            raise UserError(
-                "the ResNet critic has no BatchNorm (it would make the penalty batch-wide); use "
-                "--critic_norm=layer or none."
-            )
-        attention = FLAGS.attention_resolution or None
-        generator = models.ResNetGenerator(
-            image_size=size,
-            channels=channels,
-            width=FLAGS.width,
-            num_classes=dataset.num_classes if FLAGS.conditional else None,
-            spectral_norm=FLAGS.generator_spectral_norm,
-            attention_resolution=attention,
-            axis_name=axis_name,
-        )
-        critic = models.ResNetCritic(
-            width=critic_width,
-            normalization=norm,
-            spectral_norm=FLAGS.spectral_norm,
-            pooling=FLAGS.critic_pooling,
-            score_bias=FLAGS.critic_pooling == "mean",
-            attention_resolution=attention,
-            axis_name=axis_name,
-        )
-    elif kind == "standard_cnn":
-        if len(dataset.element_shape) != 3:
-            raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
-        if FLAGS.minibatch_std:
-            raise UserError("--minibatch_std applies to --model=mlp and dcgan, not standard_cnn.")
-        if FLAGS.critic_norm not in (None, "none"):
-            raise UserError(
-                "the standard CNN critic has no normalisation layers (spectral norm is "
-                "--spectral_norm); leave --critic_norm unset."
-            )
-        if FLAGS.downsampling != "strided":
-            raise UserError("--downsampling applies to --model=dcgan and msg, not standard_cnn.")
-        size, _, channels = dataset.element_shape
-        generator = models.StandardGenerator(
-            image_size=size,
-            channels=channels,
-            width=FLAGS.width,
-            spectral_norm=FLAGS.generator_spectral_norm,
-            axis_name=axis_name,
-        )
-        critic = models.StandardCritic(width=critic_width, spectral_norm=FLAGS.spectral_norm)
-    else:
-        if len(dataset.element_shape) != 3:
-            raise UserError(f"--model={kind} needs image data; {FLAGS.dataset} is 2-D.")
-        size, _, channels = dataset.element_shape
-        norm = FLAGS.critic_norm or ("none" if penalty else "batch")
-        if penalty and norm == "batch":
-            raise UserError(
-                "--critic_norm=batch makes the gradient penalty batch-wide instead of per "
-                "example; use --critic_norm=layer (the WGAN-GP paper's drop-in) or none."
-            )
-        if FLAGS.minibatch_std and kind != "dcgan":
-            raise UserError(f"--minibatch_std applies to --model=mlp and dcgan, not {kind}.")
-        if FLAGS.minibatch_std and norm == "batch":
-            raise UserError(
-                "--minibatch_std with --critic_norm=batch: both make a score depend on the "
-                "batch; give --critic_norm=layer or none."
-            )
-        image_models = {
-            "dcgan": (models.DCGANGenerator, models.DCGANCritic),
-            "msg": (models.MSGGenerator, models.MSGCritic),
-        }
-        generator_class, critic_class = image_models[kind]
-        generator = generator_class(
-            image_size=size,
-            channels=channels,
-            width=FLAGS.width,
-            spectral_norm=FLAGS.generator_spectral_norm,
-            axis_name=axis_name,
-        )
-        critic = critic_class(
-            width=critic_width,
-            normalization=norm,
-            spectral_norm=FLAGS.spectral_norm,
-            downsampling=FLAGS.downsampling,
-            axis_name=axis_name,
-            **(_minibatch_std() if kind == "dcgan" else {}),
-        )
+    name = FLAGS.model
+    if name == "auto":
+        name = registry.default_for(dataset.element_shape)
+    builder = registry.get(name)
+    spec = registry.Spec(
+        element_shape=tuple(dataset.element_shape),
+        data_name=FLAGS.dataset,
+        width=FLAGS.width,
+        critic_width=FLAGS.critic_width or FLAGS.width,
+        spectral_norm=FLAGS.spectral_norm,
+        generator_spectral_norm=FLAGS.generator_spectral_norm,
+        num_classes=(
+            dataset.num_classes if FLAGS.conditional and builder.conditions_itself else None
+        ),
+        penalty=penalty is not None,
+        axis_name=axis_name,
+    )
+    generator, critic = builder.build(spec, _model_options(name, builder))
     if FLAGS.conditional:
         if dataset.num_classes is None:
             raise UserError(
                 f"--conditional needs labelled data; {FLAGS.dataset} has none (use digits or a "
                 "Gaussian mixture, whose labels are the modes)."
             )
-        if kind != "resnet":  # The ResNet generator takes labels itself (conditional BatchNorm).
+        if not builder.conditions_itself:
             generator = models.ConditionalGenerator(generator, dataset.num_classes)
         critic = models.ConditionalCritic(critic, dataset.num_classes, mode=FLAGS.conditioning)
     if FLAGS.info_categories:
         critic = models.InfoGANCritic(
             critic, num_categories=FLAGS.info_categories, num_continuous=FLAGS.info_continuous
         )
-    return kind, generator, critic
-
-
-def _minibatch_std() -> dict[str, Any]:
-    """The critic's minibatch-std options from the flags (group 0: the whole batch)."""
-    return {
-        "minibatch_std": FLAGS.minibatch_std,
-        "minibatch_std_group": FLAGS.minibatch_std_group or None,
-    }
+    real_transform = None if builder.real_transform is None else builder.real_transform(spec)
+    return generator, critic, real_transform
 
 
 def _num_devices() -> int:
@@ -320,7 +232,9 @@ def build_run():
     _check_flags()  # Before importing JAX: a typo is reported at once.
     import jax
 
-    from gans import models, parallel, penalties, runner, train, unrolled
+    from gans import parallel, penalties, step_config, unrolled
+    from gans import run as run_lib
+    from gans import state as state_lib
 
     penalty = None if FLAGS.penalty == "none" else FLAGS.penalty
     sweep = _sweep()
@@ -328,7 +242,9 @@ def build_run():
         num_devices = _num_devices()
         sharded = num_devices > 1 or jax.process_count() > 1
         dataset = dataset_from_flags()
-        kind, generator, critic = _models(dataset, penalty, parallel.AXIS if sharded else None)
+        generator, critic, real_transform = _models(
+            dataset, penalty, parallel.AXIS if sharded else None
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -341,10 +257,6 @@ def build_run():
         raise UserError("--one_sided applies to --penalty=gradient_penalty only.")
     if FLAGS.dragan_symmetric and penalty != "dragan":
         raise UserError("--dragan_symmetric applies to --penalty=dragan only.")
-    real_transform = None
-    if kind == "msg":
-        scales = models.num_scales_for(dataset.element_shape[0])
-        real_transform = functools.partial(models.image_pyramid, num_scales=scales)
     if FLAGS.augment and len(dataset.element_shape) != 3:
         raise UserError(f"--augment transforms images; {FLAGS.dataset} is 2-D.")
     if FLAGS.consistency_weight or FLAGS.consistency_fake_weight:
@@ -354,14 +266,14 @@ def build_run():
             )
     info = None
     if FLAGS.info_categories:
-        info = train.InfoCodes(
+        info = step_config.InfoCodes(
             num_categories=FLAGS.info_categories,
             num_continuous=FLAGS.info_continuous,
             categorical_weight=FLAGS.info_weight,
             continuous_weight=FLAGS.info_continuous_weight,
         )
     try:
-        step = train.StepConfig(
+        step = step_config.StepConfig(
             loss=FLAGS.loss,
             z_dim=FLAGS.z_dim,
             penalty=(
@@ -389,7 +301,7 @@ def build_run():
             unroll_steps=FLAGS.unroll_steps,
             power_iterations=FLAGS.power_iterations,
         )
-        optimizer = lambda lr, clip=None: train.make_optimizer(
+        optimizer = lambda lr, clip=None: state_lib.make_optimizer(
             FLAGS.optimizer,
             _schedule(lr),
             b1=FLAGS.beta1,
@@ -404,7 +316,7 @@ def build_run():
         critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
         generator_tx = optimizer(FLAGS.generator_lr)
         warmup = FLAGS.warmup_critic_steps
-        return runner.Run(
+        return run_lib.Run(
             dataset=dataset,
             generator=generator,
             critic=critic,
@@ -418,7 +330,7 @@ def build_run():
             log_every=FLAGS.log_every,
             sample_every=FLAGS.sample_every,
             critic_schedule=(
-                runner.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
+                run_lib.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
             ),
             num_devices=num_devices,
             num_runs=FLAGS.num_runs,
@@ -447,7 +359,8 @@ def build_vae_run(*, beta: float, variance: float):
     if FLAGS.num_runs != 1 or FLAGS.sweep is not None:
         raise UserError("the VAE trains one run at a time; drop --num_runs and --sweep.")
     _check_flags()
-    from gans import models, runner, train, vae
+    from gans import models, runner, vae
+    from gans import state as state_lib
 
     try:
         dataset = dataset_from_flags()
@@ -458,7 +371,7 @@ def build_vae_run(*, beta: float, variance: float):
                 f"--model={FLAGS.model}."
             )
         if kind == "mlp":
-            hidden = (FLAGS.width,) * FLAGS.depth
+            hidden = (FLAGS.width,) * models.MLPOptions(depth=FLAGS.depth).depth
             encoder = models.VAEEncoder(FLAGS.z_dim, kind="mlp", hidden=hidden)
             decoder = models.MLPGenerator(out_dim=dataset.element_shape[0], hidden=hidden)
         else:
@@ -467,7 +380,7 @@ def build_vae_run(*, beta: float, variance: float):
             decoder = models.DCGANGenerator(
                 image_size=size, channels=channels, width=FLAGS.width, batch_norm=False
             )
-        tx = train.make_optimizer(
+        tx = state_lib.make_optimizer(
             FLAGS.optimizer,
             _schedule(FLAGS.generator_lr),
             b1=FLAGS.beta1,

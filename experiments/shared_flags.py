@@ -94,12 +94,13 @@ flags.DEFINE_integer(
     "critic_width", None, "The critic's width when it differs from --width (SNGAN: 256 and 128)."
 )
 flags.DEFINE_integer("depth", 3, "MLP hidden layers (2-D data).")
-flags.DEFINE_enum(
+flags.DEFINE_string(
     "model",
     "auto",
-    ["auto", "mlp", "dcgan", "resnet", "msg", "standard_cnn"],
-    "Architecture: auto (MLP for 2-D data, DCGAN for images), mlp, dcgan, resnet (the WGAN-GP "
-    "and SNGAN CIFAR ResNets), msg (MSG-GAN) or standard_cnn (SNGAN's standard CNN).",
+    "Architecture, a name registered in gans.models.registry: auto (MLP for 2-D data, DCGAN "
+    "for images), mlp, dcgan, resnet (the WGAN-GP and SNGAN CIFAR ResNets), msg (MSG-GAN), "
+    "standard_cnn (SNGAN's standard CNN) or one's own. A model's own options are the flags "
+    "named after its options' fields; the others refuse it.",
 )
 flags.DEFINE_enum(
     "critic_pooling",

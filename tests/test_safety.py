@@ -22,7 +22,7 @@ import pytest
 from cli import TOY, TRAINED, environment, metric_lines, run_experiment, snapshot
 from test_checkpoints import make_run
 
-from gans import checkpoints, data, runner
+from gans import checkpoints, data, loop, runner
 from gans import workdir as workdir_lib
 
 # The VAE run the rows on its own flags (--beta) resume: a checkpoint at step 2.
@@ -171,7 +171,14 @@ BAD_INPUTS = [
     Bad(
         "norm on the standard CNN",
         ("--model=standard_cnn", "--dataset=digits", "--critic_norm=layer"),
-        "no normalisation layers",
+        "--critic_norm applies to --model=dcgan, msg and resnet, not standard_cnn",
+    ),
+    Bad("MLP depth on DCGAN", ("--dataset=digits", "--depth=2"), "--model=mlp only, not dcgan"),
+    Bad("unknown model", ("--model=stylegan",), "unknown model 'stylegan'; known models: dcgan"),
+    Bad(
+        "BatchNorm in the ResNet",
+        ("--dataset=digits", "--model=resnet", "--critic_norm=batch"),
+        "the ResNet critic has no BatchNorm",
     ),
     Bad(
         "minibatch std on the standard CNN",
@@ -422,7 +429,7 @@ def test_a_non_finite_value_stops_the_run_and_keeps_the_last_good_checkpoint(
     dataset = data.get_dataset("8gaussians")
     poisoned = Poisoned(dataset, step=7, value=value)
     run = make_run(dataset=poisoned, log_every=log_every, checkpoint_every=3)
-    with pytest.raises(runner.NonFiniteError) as error:
+    with pytest.raises(loop.NonFiniteError) as error:
         runner.train_and_evaluate(run, tmp_path)
     message = str(error.value)
     assert f"became non-finite at step {stopped_at}" in message
@@ -565,10 +572,10 @@ def test_the_same_seed_on_eight_devices_gives_the_same_bits(tmp_path):
 @pytest.mark.parametrize(
     "raised, status, message",
     [
-        (runner.Interrupted(41, signal.SIGINT), 130, "stopped by SIGINT after step 41"),
-        (runner.Interrupted(41, signal.SIGTERM), 128 + signal.SIGTERM, "SIGTERM"),
+        (loop.Interrupted(41, signal.SIGINT), 130, "stopped by SIGINT after step 41"),
+        (loop.Interrupted(41, signal.SIGTERM), 128 + signal.SIGTERM, "SIGTERM"),
         (KeyboardInterrupt(), 130, "error: interrupted outside a training step"),
-        (runner.NonFiniteError("loss became non-finite"), 2, "error: training diverged: loss"),
+        (loop.NonFiniteError("loss became non-finite"), 2, "error: training diverged: loss"),
         (workdir_lib.ResumeError("other settings"), 2, "error: other settings"),
         (ValueError("a bad row"), 2, "error: a bad row"),
     ],

@@ -12,7 +12,7 @@ from gans.models.infogan import (
     mutual_information_lower_bound,
     sample_codes,
 )
-from gans.models.mlp import MLPCritic, MLPGenerator, MLPTrunk
+from gans.models.mlp import MLPCritic, MLPGenerator, MLPOptions, MLPTrunk
 from gans.models.attention import SelfAttention
 from gans.models.resnet import (
     ResNetCritic,
@@ -52,6 +52,7 @@ __all__ = [
     "InfoGANCritic",
     "MLPCritic",
     "MLPGenerator",
+    "MLPOptions",
     "MLPTrunk",
     "MSGCritic",
     "MSGGenerator",

@@ -6,6 +6,7 @@ and no normalisation on the critic's input layer. With ``image_size=32, channels
 the parameter counts equal those of the PyTorch reference of Gulrajani et al. (2017).
 """
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models import registry
 from gans.models.layers import (
     IMPLEMENTATIONS,
     SubPixelConvTranspose,
@@ -20,6 +22,7 @@ from gans.models.layers import (
     conv,
     copy_as,
     minibatch_std,
+    minibatch_std_options,
     statistics_axis,
 )
 
@@ -289,3 +292,78 @@ class DCGANCritic(DCGANTrunk):
         features = self._features(x, train)
         score = apply_layer(nn.Dense(1), features, spectral_norm=self.spectral_norm, train=train)
         return jnp.squeeze(score, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvCriticOptions:
+    """The DCGAN critic's options, shared by MSG-GAN's.
+
+    Attributes:
+      critic_norm: the critic's normalisation, one of ``NORMALIZATIONS``; None: none under a
+        gradient penalty (whose per-example norms BatchNorm would mix), batch otherwise.
+      downsampling: one of ``DOWNSAMPLINGS``.
+    """
+
+    critic_norm: str | None = None
+    downsampling: str = "strided"
+
+    def __post_init__(self):
+        if self.critic_norm not in (None, *NORMALIZATIONS):
+            raise ValueError(
+                f"critic_norm must be one of {NORMALIZATIONS}, got {self.critic_norm!r}."
+            )
+        if self.downsampling not in DOWNSAMPLINGS:
+            raise ValueError(
+                f"downsampling must be one of {DOWNSAMPLINGS}, got {self.downsampling!r}."
+            )
+
+    def normalization(self, spec: registry.Spec) -> str:
+        """The critic's normalisation under ``spec``; raises ``ValueError`` for BatchNorm under a
+        penalty."""
+        norm = self.critic_norm or ("none" if spec.penalty else "batch")
+        if spec.penalty and norm == "batch":
+            raise ValueError(
+                "--critic_norm=batch makes the gradient penalty batch-wide instead of per "
+                "example; use --critic_norm=layer (the WGAN-GP paper's drop-in) or none."
+            )
+        return norm
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANOptions(ConvCriticOptions):
+    """``--model=dcgan``: the critic's normalisation and down-sampling, and minibatch std.
+
+    Attributes:
+      minibatch_std: the critic's last features also read the minibatch standard deviation.
+      minibatch_std_group: examples per group of that statistic; 0: the whole batch.
+    """
+
+    minibatch_std: bool = False
+    minibatch_std_group: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        minibatch_std_options(self.minibatch_std, self.minibatch_std_group)
+
+
+def build_dcgan(spec: registry.Spec, options: DCGANOptions) -> registry.Models:
+    """WGAN-GP's DCGAN at ``spec``'s image size and widths."""
+    norm = options.normalization(spec)
+    if options.minibatch_std and norm == "batch":
+        raise ValueError(
+            "--minibatch_std with --critic_norm=batch: both make a score depend on the batch; "
+            "give --critic_norm=layer or none."
+        )
+    generator = DCGANGenerator(**spec.image_generator("dcgan"))
+    critic = DCGANCritic(
+        width=spec.critic_width,
+        normalization=norm,
+        spectral_norm=spec.spectral_norm,
+        downsampling=options.downsampling,
+        axis_name=spec.axis_name,
+        **minibatch_std_options(options.minibatch_std, options.minibatch_std_group),
+    )
+    return generator, critic
+
+
+registry.register("dcgan", build_dcgan, DCGANOptions)

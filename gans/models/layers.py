@@ -76,6 +76,17 @@ def apply_layer(layer: nn.Module, x: jax.Array, *, spectral_norm: bool, train: b
     return nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION)(x, update_stats=train)
 
 
+def minibatch_std_options(enabled: bool, group: int) -> dict:
+    """A critic's minibatch-std arguments from a model's options (``group`` 0: the whole batch).
+
+    Raises:
+      ValueError: ``group`` is negative.
+    """
+    if group < 0:
+        raise ValueError(f"minibatch_std_group must be >= 0 (0: the whole batch), got {group}.")
+    return {"minibatch_std": enabled, "minibatch_std_group": group or None}
+
+
 def minibatch_std(
     x: jax.Array, group_size: int | None = None, axis_name: str | None = None
 ) -> jax.Array:

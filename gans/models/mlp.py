@@ -8,13 +8,22 @@ four 400-unit layers with BatchNorm (``batch_norm``) and a critic of three 200-u
 of 5 pieces (``maxout_pieces``).
 """
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gans.models.layers import apply_layer, copy_as, minibatch_std, statistics_axis
+from gans.models import registry
+from gans.models.layers import (
+    apply_layer,
+    copy_as,
+    minibatch_std,
+    minibatch_std_options,
+    statistics_axis,
+)
 
 
 def _hidden_layers(
@@ -170,3 +179,43 @@ class MLPCritic(MLPTrunk):
         x = self._features(x, train)
         dense = nn.Dense(1, kernel_init=self.kernel_init)
         return jnp.squeeze(apply_layer(dense, x, spectral_norm=self.spectral_norm, train=train), -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPOptions:
+    """``--model=mlp``: ``depth`` hidden layers in each player, a minibatch-std critic optional.
+
+    Attributes:
+      depth: hidden layers of ``Spec.width`` units in the generator and of ``Spec.critic_width``
+        in the critic.
+      minibatch_std: the critic's last hidden layer also reads the minibatch standard deviation.
+      minibatch_std_group: examples per group of that statistic; 0: the whole batch.
+    """
+
+    depth: int = 3
+    minibatch_std: bool = False
+    minibatch_std_group: int = 0
+
+    def __post_init__(self):
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}.")
+        minibatch_std_options(self.minibatch_std, self.minibatch_std_group)
+
+
+def build_mlp(spec: registry.Spec, options: MLPOptions) -> registry.Models:
+    """The WGAN-GP toy networks at ``spec``'s widths."""
+    generator = MLPGenerator(
+        out_dim=math.prod(spec.element_shape),
+        hidden=(spec.width,) * options.depth,
+        spectral_norm=spec.generator_spectral_norm,
+    )
+    critic = MLPCritic(
+        hidden=(spec.critic_width,) * options.depth,
+        spectral_norm=spec.spectral_norm,
+        axis_name=spec.axis_name,
+        **minibatch_std_options(options.minibatch_std, options.minibatch_std_group),
+    )
+    return generator, critic
+
+
+registry.register("mlp", build_mlp, MLPOptions)

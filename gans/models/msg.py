@@ -7,13 +7,17 @@ concatenates the matching image to its features, so its gradient reaches every g
 directly. Real batches take the same pytree form through ``image_pyramid``.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models import registry
 from gans.models.dcgan import (
     _BASE_SIZE,
     IMAGE_SIZES,
+    ConvCriticOptions,
     DCGANGenerator,
     DCGANTrunk,
     _num_stages,
@@ -163,3 +167,25 @@ class MSGCritic(MSGTrunk):
         features = self._multi_scale_features(images, train)
         score = apply_layer(nn.Dense(1), features, spectral_norm=self.spectral_norm, train=train)
         return jnp.squeeze(score, axis=-1)
+
+
+def build_msg(spec: registry.Spec, options: ConvCriticOptions) -> registry.Models:
+    """MSG-GAN on the DCGAN at ``spec``'s image size and widths."""
+    generator = MSGGenerator(**spec.image_generator("msg"))
+    critic = MSGCritic(
+        width=spec.critic_width,
+        normalization=options.normalization(spec),
+        spectral_norm=spec.spectral_norm,
+        downsampling=options.downsampling,
+        axis_name=spec.axis_name,
+    )
+    return generator, critic
+
+
+def real_pyramid(spec: registry.Spec):
+    """Real images as the critic reads them: the pyramid of ``spec``'s image size."""
+    size, _ = spec.image("msg")
+    return functools.partial(image_pyramid, num_scales=num_scales_for(size))
+
+
+registry.register("msg", build_msg, ConvCriticOptions, real_transform=real_pyramid)

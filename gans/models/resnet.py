@@ -33,12 +33,14 @@ Differences from the released codes:
   and 64x64 models are other networks, with channel multipliers and deeper critics.
 """
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gans.models import registry
 from gans.models.attention import SelfAttention
 from gans.models.layers import IMPLEMENTATIONS, apply_layer, copy_as
 from gans.models.resnet_blocks import (
@@ -377,3 +379,64 @@ def sngan_cifar_resnet(
         conv_implementation=conv_implementation,
     )
     return generator, critic
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetOptions:
+    """``--model=resnet``: the WGAN-GP and SNGAN CIFAR ResNets' choices, and self-attention.
+
+    Attributes:
+      critic_norm: the critic's normalisation, ``none`` (None: the same) or ``layer``; never
+        BatchNorm, which would make the penalty batch-wide.
+      critic_pooling: global ``mean`` pooling and a score with bias (WGAN-GP), or ``sum`` pooling
+        and a score without (SNGAN's released code).
+      attention_resolution: a self-attention block (SAGAN) after the blocks of this side in both
+        players; 0: none.
+    """
+
+    critic_norm: str | None = None
+    critic_pooling: str = "mean"
+    attention_resolution: int = 0
+
+    def __post_init__(self):
+        if self.critic_norm == "batch":
+            raise ValueError(
+                "the ResNet critic has no BatchNorm (it would make the penalty batch-wide); use "
+                "--critic_norm=layer or none."
+            )
+        if self.critic_norm not in (None, *CRITIC_NORMALIZATIONS):
+            raise ValueError(
+                f"critic_norm must be one of {CRITIC_NORMALIZATIONS}, got {self.critic_norm!r}."
+            )
+        if self.critic_pooling not in POOLINGS:
+            raise ValueError(
+                f"critic_pooling must be one of {POOLINGS}, got {self.critic_pooling!r}."
+            )
+        if self.attention_resolution < 0:
+            raise ValueError(
+                f"attention_resolution must be >= 0 (0: none), got {self.attention_resolution}."
+            )
+
+
+def build_resnet(spec: registry.Spec, options: ResNetOptions) -> registry.Models:
+    """The CIFAR ResNet at ``spec``'s image size and widths; its generator takes the labels
+    itself (conditional BatchNorm) when ``spec.num_classes`` is set."""
+    attention = options.attention_resolution or None
+    generator = ResNetGenerator(
+        **spec.image_generator("resnet"),
+        num_classes=spec.num_classes,
+        attention_resolution=attention,
+    )
+    critic = ResNetCritic(
+        width=spec.critic_width,
+        normalization=options.critic_norm or "none",
+        spectral_norm=spec.spectral_norm,
+        pooling=options.critic_pooling,
+        score_bias=options.critic_pooling == "mean",
+        attention_resolution=attention,
+        axis_name=spec.axis_name,
+    )
+    return generator, critic
+
+
+registry.register("resnet", build_resnet, ResNetOptions, conditions_itself=True)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from gans.models import registry
 from gans.models.dcgan import _BASE_SIZE, IMAGE_SIZES, Upsample2x, _batch_norm, _num_stages
 from gans.models.layers import apply_layer, conv, copy_as
 
@@ -187,3 +188,14 @@ def sngan_standard_cnn(
     )
     critic = StandardCritic(width=64, spectral_norm=True, conv_implementation=conv_implementation)
     return generator, critic
+
+
+def build_standard_cnn(spec: registry.Spec, options: registry.NoOptions) -> registry.Models:
+    """SNGAN's standard CNN at ``spec``'s image size and widths; no options of its own (spectral
+    normalisation is ``Spec.spectral_norm``, and the critic has no other normalisation)."""
+    generator = StandardGenerator(**spec.image_generator("standard_cnn"))
+    critic = StandardCritic(width=spec.critic_width, spectral_norm=spec.spectral_norm)
+    return generator, critic
+
+
+registry.register("standard_cnn", build_standard_cnn)
