@@ -143,15 +143,23 @@ def record(step_settings: Any) -> dict[str, Any]:
     return config
 
 
-def main(build=build_run) -> None:
-    """Builds the run from the flags, trains it, and reports; user errors exit non-zero."""
+def main(build=build_run, actions=None) -> None:
+    """Builds the run from the flags, trains it, and reports; user errors exit non-zero.
+
+    ``actions(run, workdir)``, if given, returns periodic actions of the experiment's own
+    (``gans.loop.Action``; see ``runner.train_and_evaluate``), built from its flags.
+    """
     try:
         use_compilation_cache()
         _initialize_distributed()
         run = build()
         from gans import runner
+        from gans import workdir as workdir_lib
 
-        workdir = runner.check_workdir(FLAGS.workdir)
+        workdir = workdir_lib.check_workdir(FLAGS.workdir)
+        own = [] if actions is None else list(actions(run, workdir))
+        if own and isinstance(run, runner.VAERun):
+            raise ValueError("the VAE's loop takes no actions of an experiment's own.")
     except ValueError as e:
         fail(str(e))
     config = record(run.config if isinstance(run, runner.VAERun) else run.step)
@@ -160,7 +168,7 @@ def main(build=build_run) -> None:
     else:
         penalty = run.step.penalty
         what = run.step.loss + (f" + {penalty}" if penalty else "")
-        train = runner.train_and_evaluate
+        train = functools.partial(runner.train_and_evaluate, actions=own)
     from gans import checkpoints
 
     resumed = checkpoints.latest_step(workdir)
@@ -276,7 +284,7 @@ def restore_from_workdir():
     run = build_run()
     try:
         states, step = runner.restore(run, workdir)
-    except runner.ResumeError as e:
+    except workdir_lib.ResumeError as e:
         raise UserError(str(e)) from None
     return run, states, step
 
@@ -304,8 +312,8 @@ def run_command(command, needs_workdir: bool = True) -> None:
     cli.run(_main)
 
 
-def run(build=build_run) -> None:
-    """The entry point of an experiment module: parses flags, then ``main``."""
+def run(build=build_run, actions=None) -> None:
+    """The entry point of an experiment module: parses flags, then ``main(build, actions)``."""
 
     def _main(argv):
         # Libraries (Orbax, TFDS) log every checkpoint and file at INFO; the run prints its own
@@ -314,6 +322,6 @@ def run(build=build_run) -> None:
             logging.set_verbosity(logging.WARNING)
         cli.check_command_line(argv, experiment_flags())
         _require_workdir()
-        main(build)
+        main(build, actions)
 
     cli.run(_main)

@@ -119,10 +119,21 @@ class Action(Protocol):
         """Always, when the loop stops for any reason: release files and threads."""
 
 
+def resumable_settings(actions: Sequence[Action]) -> frozenset[str]:
+    """The recorded settings that ``actions`` allow a resumed run to change: each action's
+    ``resumable_settings`` (such as the flag of its interval), if it has any."""
+    return frozenset(name for a in actions for name in getattr(a, "resumable_settings", ()))
+
+
 class PeriodicAction:
-    """An action that applies every ``every`` steps (0: never), and at the last if ``at_last``."""
+    """An action that applies every ``every`` steps (0: never), and at the last if ``at_last``.
+
+    ``resumable_settings`` names the recorded settings (flags) that only change what this action
+    does, such as its interval: a run may resume with them changed.
+    """
 
     at_last = True
+    resumable_settings: tuple[str, ...] = ()
 
     def __init__(self, every: int):
         self.every = every

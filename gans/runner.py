@@ -1,8 +1,9 @@
 """Training a composed experiment into its working directory.
 
-Experiments compose a ``Run`` (data, two models, two optimizers, the step's settings) and call
-``train_and_evaluate``; the VAE baseline composes a ``VAERun`` and calls ``train_vae``. Both
-train through one loop (``gans.loop``) with the same periodic actions, and write:
+Experiments compose a ``gans.run.Run`` (data, two models, two optimizers, the step's settings)
+and call ``train_and_evaluate``; the VAE baseline composes a ``VAERun`` and calls
+``train_vae``. Both train through one loop (``gans.loop``) with the same periodic actions, and
+write:
 
     config.json      the record of the run: its whole resolved configuration
     metrics.jsonl    one JSON line per logging step (also in tensorboard/)
@@ -35,22 +36,9 @@ from flax import serialization
 
 from gans import checkpoints, loop, sampling, visualize
 from gans import run as run_lib
-from gans import train as train_lib
+from gans import state as state_lib
 from gans import workdir as workdir_lib
 from gans.data import Dataset
-
-# The names experiments use: what they compose, and what they catch and report.
-Run = run_lib.Run
-wgan_critic_schedule = run_lib.wgan_critic_schedule
-initial_state = run_lib.initial_state
-run_directories = run_lib.run_directories
-split_runs = run_lib.split_runs
-Interrupted = loop.Interrupted
-NonFiniteError = loop.NonFiniteError
-Progress = loop.Progress
-ResumeError = workdir_lib.ResumeError
-WorkdirInUseError = workdir_lib.WorkdirInUseError
-check_workdir = workdir_lib.check_workdir
 
 
 def _resume(
@@ -60,10 +48,11 @@ def _resume(
     template: Any,
     checkpoint_every: int,
     runs: list[dict[str, Any]] | None,
+    resumable: frozenset[str] = frozenset(),
 ) -> tuple[checkpoints.Checkpointer, Any, int]:
     """Checks the run folder whole, then opens its checkpoints; returns them, the state to
     start from and its step. Nothing is written before the folder has been checked."""
-    workdir_lib.check_run_folder(workdir, list(workdirs), config, runs)
+    workdir_lib.check_run_folder(workdir, list(workdirs), config, runs, resumable)
     checkpointer = checkpoints.Checkpointer(workdir, every=checkpoint_every)
     try:
         start = checkpointer.latest_step() or 0
@@ -71,7 +60,7 @@ def _resume(
     except ValueError as error:
         # Closed before exiting: Orbax's background threads must not outlive the error.
         checkpointer.close()
-        raise ResumeError(str(error)) from None
+        raise workdir_lib.ResumeError(str(error)) from None
     if jax.process_index() == 0:
         for w in workdirs:
             workdir_lib.truncate_log(w / workdir_lib.METRICS_FILE, start)
@@ -91,7 +80,7 @@ def _train_into(
     sample_every: int,
     checkpoint_every: int,
     pictures: Sequence[Callable[[Any, pathlib.Path, int], np.ndarray]],
-    on_progress: Callable[[Progress], None] | None,
+    on_progress: Callable[[loop.Progress], None] | None,
     measures: Sequence[tuple[int, bool, Callable[..., dict[str, float]]]] = (),
     replicate: Callable[[Any], Any] = lambda state: state,
     one_replica: Callable[[Any], Any] = lambda state: state,
@@ -106,14 +95,15 @@ def _train_into(
     ``runs`` (several runs) is written into ``runs.json`` beside the record.
     ``measures`` are ``(every, at_last, measure(run_state, k, step, workdir))``: values added
     to the log lines at the logging steps that are multiples of ``every``. ``extra`` actions
-    act on process 0 after the measures and before the log.
+    act on process 0 after the measures and before the log; the settings they own
+    (``loop.resumable_settings``) may differ from the record on resume.
 
     Returns the final state, each run's last log line and its final samples (process 0).
     """
     writer = jax.process_index() == 0
     with workdir_lib.one_writer(workdir, writer):
         checkpointer, state, start = _resume(
-            workdir, workdirs, config, state, checkpoint_every, runs
+            workdir, workdirs, config, state, checkpoint_every, runs, loop.resumable_settings(extra)
         )
         try:
             state = replicate(state)
@@ -166,7 +156,7 @@ def _train_into(
     return state, log.last, pictured.final if writer else []
 
 
-def _evaluator(run: Run, seeds: list[int]) -> Callable[..., dict[str, float]] | None:
+def _evaluator(run: run_lib.Run, seeds: list[int]) -> Callable[..., dict[str, float]] | None:
     """``gans.evaluation.sample_quality`` of run ``k`` as ``eval/NAME``, or None where the data
     set has no metric."""
     from gans import evaluation  # scipy and the digits classifier: only when asked for.
@@ -182,7 +172,7 @@ def _evaluator(run: Run, seeds: list[int]) -> Callable[..., dict[str, float]] | 
     return measure
 
 
-def _diagnostics(run: Run) -> Callable[..., dict[str, float]]:
+def _diagnostics(run: run_lib.Run) -> Callable[..., dict[str, float]]:
     """``gans.diagnostics`` on a fresh real batch; histograms go to ``diagnostics/step_N.npz``."""
     from gans import diagnostics
 
@@ -204,7 +194,7 @@ def _diagnostics(run: Run) -> Callable[..., dict[str, float]]:
     return measure
 
 
-def _save_params(path: pathlib.Path, state: train_lib.GANState) -> None:
+def _save_params(path: pathlib.Path, state: state_lib.GANState) -> None:
     saved = {
         "generator_params": state.generator_params,
         "generator_ema_params": state.generator_ema_params,
@@ -216,11 +206,11 @@ def _save_params(path: pathlib.Path, state: train_lib.GANState) -> None:
     workdir_lib.write_atomically(path, serialization.to_bytes(saved))
 
 
-def restore(run: Run, workdir: str | os.PathLike) -> tuple[list[train_lib.GANState], int]:
+def restore(run: run_lib.Run, workdir: str | os.PathLike) -> tuple[list[state_lib.GANState], int]:
     """Every run's state from the latest checkpoint in ``workdir``, and its step.
 
     Raises:
-      ResumeError: no checkpoint, or one that does not fit ``run``.
+      gans.workdir.ResumeError: no checkpoint, or one that does not fit ``run``.
     """
     checkpointer = checkpoints.Checkpointer(workdir)
     try:
@@ -232,18 +222,18 @@ def restore(run: Run, workdir: str | os.PathLike) -> tuple[list[train_lib.GANSta
             )
         state = checkpointer.restore(run_lib.initial_state(run), step)
     except ValueError as error:
-        raise ResumeError(str(error)) from None
+        raise workdir_lib.ResumeError(str(error)) from None
     finally:
         checkpointer.close()
     return run_lib.split_runs(run, state), step
 
 
 def train_and_evaluate(
-    run: Run,
+    run: run_lib.Run,
     workdir: str | os.PathLike,
     *,
     config: dict[str, Any] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[loop.Progress], None] | None = None,
     actions: Sequence[loop.Action] = (),
 ) -> dict[str, Any]:
     """Trains ``run`` and writes everything into ``workdir``.
@@ -260,17 +250,18 @@ def train_and_evaluate(
         step's ``Moment``, then ``end`` and ``close``), run on process 0 after the evaluation
         and diagnostics and before the metrics log, so that what one adds to
         ``moment.lines`` is logged; ``moment.state`` is the state as the step keeps it
-        (stacked over runs, replicated over devices). Each owns its interval and its files.
+        (stacked over runs, replicated over devices). Each owns its interval and its files,
+        and names in ``resumable_settings`` the recorded settings a resume may change.
 
     Returns:
       The last logged metrics, plus mode coverage for Gaussian mixtures; with several runs,
       ``{"runs": [one such dict per run]}``.
 
     Raises:
-      NonFiniteError: a logged metric became NaN or infinite; the parameters
+      gans.loop.NonFiniteError: a logged metric became NaN or infinite; the parameters
         are not saved, the metrics log keeps every line written before.
     """
-    workdir = check_workdir(workdir)
+    workdir = workdir_lib.check_workdir(workdir)
     run_lib.check_memory(run)
     start = time.perf_counter()
     seeds = run.seeds()
@@ -360,7 +351,7 @@ class VAERun:
       tx: its optax optimizer.
       config: the ELBO's settings.
       latent_dim: size of the prior ``N(0, I)`` samples are decoded from.
-      batch_size, steps, seed, log_every, sample_every, num_samples: as for ``Run``.
+      batch_size, steps, seed, log_every, sample_every, num_samples: as for ``gans.run.Run``.
     """
 
     dataset: Dataset
@@ -382,12 +373,12 @@ def train_vae(
     workdir: str | os.PathLike,
     *,
     config: dict[str, Any] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[loop.Progress], None] | None = None,
 ) -> dict[str, Any]:
     """Trains a VAE with the GANs' loop, logs and pictures (samples decoded from the prior)."""
     from gans import vae as vae_lib
 
-    workdir = check_workdir(workdir)
+    workdir = workdir_lib.check_workdir(workdir)
     start = time.perf_counter()
     init_key, sample_key = jax.random.split(jax.random.key(run.seed))
     first = run.dataset.batch(0, run.batch_size, run.seed)

@@ -177,28 +177,35 @@ def _as_json(config: dict[str, Any] | None) -> dict[str, Any]:
     return json.loads(json.dumps(config or {}, default=str))
 
 
-def _differences(saved: Any, given: Any, prefix: str = "") -> list[str]:
-    """Every setting whose value differs, nested records as ``name.field``."""
+def _differences(
+    saved: Any, given: Any, prefix: str = "", resumable: frozenset[str] = RESUMABLE_CHANGES
+) -> list[str]:
+    """Every setting whose value differs, nested records as ``name.field``; top-level names in
+    ``resumable`` may differ."""
     if isinstance(saved, dict) and isinstance(given, dict):
         found = []
         for name in sorted(set(saved) | set(given)):
-            if not prefix and name in RESUMABLE_CHANGES:
+            if not prefix and name in resumable:
                 continue
             if name not in saved and name in ADDED_SETTINGS:
                 if given[name] == ADDED_SETTINGS[name]:
                     continue
-            found += _differences(saved.get(name), given.get(name), f"{prefix}{name}.")
+            found += _differences(saved.get(name), given.get(name), f"{prefix}{name}.", resumable)
         return found
     if saved == given:
         return []
     return [f"--{prefix[:-1]} was {saved!r}, now {given!r}"]
 
 
-def _named_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+def _named_differences(
+    saved: dict[str, Any], given: dict[str, Any], resumable: frozenset[str] = RESUMABLE_CHANGES
+) -> list[str]:
     """The differing flags; the settings built from them (nested records such as the step's)
     only where no flag differs, since a changed flag changes its copies there too."""
     flat = lambda record: {k: v for k, v in record.items() if not isinstance(v, dict)}
-    return _differences(flat(saved), flat(given)) or _differences(saved, given)
+    return _differences(flat(saved), flat(given), resumable=resumable) or _differences(
+        saved, given, resumable=resumable
+    )
 
 
 def _kind(value: Any) -> str:
@@ -239,9 +246,12 @@ def check_kinds(workdir: pathlib.Path, saved: dict[str, Any], given: dict[str, A
         raise _damaged(workdir / CONFIG_FILE, ", ".join(wrong))
 
 
-def check_same_settings(workdir: pathlib.Path, config: dict[str, Any] | None) -> None:
+def check_same_settings(
+    workdir: pathlib.Path, config: dict[str, Any] | None, resumable: frozenset[str] = frozenset()
+) -> None:
     """Refuses to resume a run whose record differs from ``config`` in a setting that
-    changes what it trains, naming every such difference.
+    changes what it trains, naming every such difference. Settings in ``RESUMABLE_CHANGES``
+    and in ``resumable`` (the callers' own, such as their actions' intervals) may differ.
 
     Raises:
       DamagedRunError: the saved record cannot be read, is not a record, or holds a value of
@@ -252,7 +262,7 @@ def check_same_settings(workdir: pathlib.Path, config: dict[str, Any] | None) ->
         return
     saved, given = read_record(workdir), _as_json(config)
     check_kinds(workdir, saved, given)
-    changed = _named_differences(saved, given)
+    changed = _named_differences(saved, given, RESUMABLE_CHANGES | resumable)
     if changed:
         raise ResumeError(
             f"--workdir {str(workdir)!r} holds a run with other settings ({', '.join(changed)}); "
@@ -327,12 +337,14 @@ def check_run_folder(
     workdirs: list[pathlib.Path],
     config: dict[str, Any] | None,
     runs: list[dict[str, Any]] | None = None,
+    resumable: frozenset[str] = frozenset(),
 ) -> None:
     """Reads and checks everything of a run folder that resuming relies on or rewrites, before
     anything is written: a damaged file refuses the run with nothing truncated or replaced.
 
     Each of the run's files and folders must be of its kind (a file where a folder belongs is
-    damage); the record must be the same run's (``check_same_settings``); ``runs.json`` must
+    damage); the record must be the same run's (``check_same_settings``, where ``resumable``
+    settings may differ too); ``runs.json`` must
     list the runs' seeds; each metrics log must be steps in order; final parameters must read
     back; each complete checkpoint must be a folder (its contents are checked by restoring it).
 
@@ -363,7 +375,7 @@ def check_run_folder(
         newest = max(numbered, key=lambda entry: int(entry.name), default=None)
         if newest is not None and not any(newest.iterdir()):
             raise _damaged(newest, "an empty folder where the latest checkpoint belongs")
-    check_same_settings(workdir, config)
+    check_same_settings(workdir, config, resumable)
     if (workdir / RUNS_FILE).exists():
         _check_runs(workdir / RUNS_FILE, runs)
     for w in workdirs:
