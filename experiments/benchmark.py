@@ -140,7 +140,8 @@ def build_setting(
     import jax
     import jax.numpy as jnp
 
-    from gans import models, sweep, train
+    from gans import models, step_config, sweep
+    from gans import state as state_lib
 
     if name == "mode":
         return _build_mode(batch, n_critic, num_runs)
@@ -202,16 +203,16 @@ def build_setting(
             width=width or 64, normalization="none", conv_implementation=implementation
         )
         z_dim, shape, weight, b1 = 128, (32, 32, 3), 10.0, 0.0
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss=loss,
         z_dim=z_dim,
         penalty=penalty,
         penalty_options=(("weight", weight),) if penalty else (),
     )
     # One optimizer object for every run: it is static in the state, so the states stack.
-    tx = train.make_optimizer("adam", learning_rate, b1=b1, b2=b2)
+    tx = state_lib.make_optimizer("adam", learning_rate, b1=b1, b2=b2)
     states = [
-        train.create_state(
+        state_lib.create_state(
             generator=generator,
             critic=critic,
             generator_tx=tx,

@@ -61,12 +61,13 @@ def evaluate_run():
     import json
     import pathlib
 
-    from gans import evaluation, runner
+    from gans import evaluation
+    from gans import run as run_lib
     from gans import workdir as workdir_lib
 
     run, states, step = common.restore_from_workdir()
     workdir = pathlib.Path(flags.FLAGS.workdir)
-    directories = runner.run_directories(run, workdir)
+    directories = run_lib.run_directories(run, workdir)
     modes = run.dataset.mixture.num_modes if run.dataset.mixture is not None else None
     inception = _extractor()
     for k, (state, directory) in enumerate(zip(states, directories)):

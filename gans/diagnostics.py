@@ -39,7 +39,8 @@ from flax.linen.module import InterceptorContext
 
 from gans import losses as losses_lib
 from gans import penalties as penalties_lib
-from gans import train
+from gans import state as state_lib
+from gans import step_config, train
 
 Array = jax.Array
 PyTree = Any
@@ -168,7 +169,7 @@ def _per_example_norms(tree: PyTree) -> Array:
 
 
 def _critic_scores(
-    state: train.GANState, config: train.StepConfig, x: PyTree, labels: tuple
+    state: state_lib.GANState, config: step_config.StepConfig, x: PyTree, labels: tuple
 ) -> Array:
     """The critic's scores ``[B]`` in training mode, its updated model state discarded."""
     out, _ = train._apply(state.critic, state.critic_params, state.critic_state, (x, *labels), True)
@@ -176,7 +177,7 @@ def _critic_scores(
 
 
 def _critic_loss_fn(
-    state: train.GANState, config: train.StepConfig, labels: tuple
+    state: state_lib.GANState, config: step_config.StepConfig, labels: tuple
 ) -> Callable[[PyTree, PyTree], tuple[Array, tuple[Array, Array]]]:
     """``(real, fake) -> (adversarial critic loss, (real scores, fake scores))``."""
     family = losses_lib.get_loss(config.loss)
@@ -198,8 +199,8 @@ def _critic_loss_fn(
 
 
 def activation_gradient_norms(
-    state: train.GANState,
-    config: train.StepConfig,
+    state: state_lib.GANState,
+    config: step_config.StepConfig,
     real: PyTree,
     fake: PyTree,
     labels: tuple = (),
@@ -315,8 +316,8 @@ def fraction_at_clip(params: PyTree, clip: float | Array, *, tolerance: float = 
 # The generator.
 # --------------------------------------------------------------------------- #
 def generator_grad_norm(
-    state: train.GANState,
-    config: train.StepConfig,
+    state: state_lib.GANState,
+    config: step_config.StepConfig,
     z: Array,
     labels: Array | None = None,
     codes: tuple | None = None,
@@ -358,8 +359,8 @@ def _mean_and_max(prefix: str, values: Array) -> dict[str, Array]:
 
 
 def diagnose(
-    state: train.GANState,
-    config: train.StepConfig,
+    state: state_lib.GANState,
+    config: step_config.StepConfig,
     batch: Mapping[str, Array],
     key: Array,
     *,

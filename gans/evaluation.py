@@ -67,7 +67,7 @@ def sample_quality(
     """The metrics of one run's state, as a flat dict of numbers.
 
     Args:
-      run: the ``runner.Run`` that trained ``state``.
+      run: the ``run_lib.Run`` that trained ``state``.
       state: one run's ``GANState``.
       key: the samples' randomness (default: derived from the seed).
       num: samples to score (default: about the held-out split's size for digits sets, 360

@@ -15,7 +15,7 @@ device count (see ``gans.parallel``).
 A penalty with its hyper-parameters bound is a typed value: a frozen dataclass per penalty
 (``GradientPenalty(weight=10.0, one_sided=True)``), hashable and checked when built, and
 itself a penalty of the signature above (it passes its fields as the options). This is what
-``gans.train.StepConfig`` holds; ``make_penalty(name, **options)`` builds one from a
+``gans.step_config.StepConfig`` holds; ``make_penalty(name, **options)`` builds one from a
 registered name. The random numbers a penalty draws have their own functions
 (``interpolation_factors``, ``perturbation_draws``, ``consistency_views``), and the penalty
 takes the drawn values in place of ``key``, so a value can be reproduced outside without

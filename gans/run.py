@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gans import packing, parallel
+from gans import packing, parallel, step_config
+from gans import state as state_lib
 from gans import sweep as sweep_lib
 from gans import train as train_lib
 from gans.data import Dataset
@@ -68,7 +69,7 @@ class Run:
     critic: nn.Module
     generator_tx: optax.GradientTransformation
     critic_tx: optax.GradientTransformation
-    step: train_lib.StepConfig
+    step: step_config.StepConfig
     n_critic: int
     batch_size: int
     steps: int
@@ -139,13 +140,13 @@ def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callab
 
 
 def make_pmapped_train_step(
-    config: train_lib.StepConfig,
+    config: step_config.StepConfig,
     devices: Sequence[Any] | None = None,
     *,
     vmapped: bool = False,
     run_axis: str = "vmap",
     transform: str = "pmap",
-) -> Callable[[train_lib.GANState, Any], tuple[train_lib.GANState, dict]]:
+) -> Callable[[state_lib.GANState, Any], tuple[state_lib.GANState, dict]]:
     """The train step data-parallel over ``devices`` (by default every device of every process),
     by ``jax.pmap`` or ``jax.shard_map`` (``transform``: ``gans.parallel.data_parallel``).
 
@@ -214,8 +215,8 @@ def process_item(run: Run, step: int, seed: int) -> dict:
     return item
 
 
-def _create_state(run: Run, example: jax.Array, seed: int) -> train_lib.GANState:
-    return train_lib.create_state(
+def _create_state(run: Run, example: jax.Array, seed: int) -> state_lib.GANState:
+    return state_lib.create_state(
         generator=run.generator,
         critic=run.critic,
         generator_tx=run.generator_tx,
@@ -265,7 +266,7 @@ def check_memory(run: Run, available: int | None = None) -> None:
         )
 
 
-def initial_state(run: Run) -> train_lib.GANState:
+def initial_state(run: Run) -> state_lib.GANState:
     """The state training starts from: one run's, or the runs' stacked (``gans.sweep``)."""
     example = jnp.asarray(run.dataset.batch(0, run.batch_size, run.seed)["x"][0])
     states = [_create_state(run, example, seed) for seed in run.seeds()]
@@ -284,7 +285,7 @@ def run_directories(run: Run, workdir: pathlib.Path) -> list[pathlib.Path]:
     return [workdir] if num_runs == 1 else [workdir / f"run_{k}" for k in range(num_runs)]
 
 
-def split_runs(run: Run, state: train_lib.GANState) -> list[train_lib.GANState]:
+def split_runs(run: Run, state: state_lib.GANState) -> list[state_lib.GANState]:
     """Each run's state out of ``initial_state``'s layout."""
     num_runs = len(run.seeds())
     return [state] if num_runs == 1 else [sweep_lib.unstack(state, k) for k in range(num_runs)]

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gans import loop, packing, visualize
+from gans import loop, packing, step_config, visualize
+from gans import state as state_lib
 from gans import train as train_lib
 from gans import workdir as workdir_lib
 from gans.data import Dataset
@@ -24,7 +25,7 @@ from gans.models import infogan
 
 
 def _inputs(
-    config: train_lib.StepConfig,
+    config: step_config.StepConfig,
     z: jax.Array,
     key: jax.Array,
     categories: jax.Array | None = None,
@@ -42,8 +43,8 @@ def _largest(fake: Any) -> np.ndarray:
 
 
 def draw_samples(
-    config: train_lib.StepConfig,
-    state: train_lib.GANState,
+    config: step_config.StepConfig,
+    state: state_lib.GANState,
     num: int,
     key: jax.Array,
     labels: jax.Array | None = None,
@@ -71,7 +72,7 @@ def draw_samples(
     return samples, None if labels is None else np.asarray(labels)
 
 
-def critic_scores(state: train_lib.GANState, x: jax.Array, pack: int = 1) -> jax.Array:
+def critic_scores(state: state_lib.GANState, x: jax.Array, pack: int = 1) -> jax.Array:
     """The critic's scores of ``x`` (BatchNorm's running averages, no auxiliary outputs).
 
     A critic of packs of ``pack`` examples scores each example packed with copies of itself
@@ -92,7 +93,7 @@ class Sampler:
 
     def __init__(
         self,
-        config: train_lib.StepConfig,
+        config: step_config.StepConfig,
         dataset: Dataset,
         num_samples: int,
         key: jax.Array,
@@ -116,10 +117,10 @@ class Sampler:
         self._generate = jax.jit(train_lib.generate)
         self._critic = jax.jit(functools.partial(critic_scores, pack=config.pack))
 
-    def samples(self, state: train_lib.GANState) -> np.ndarray:
+    def samples(self, state: state_lib.GANState) -> np.ndarray:
         return _largest(self._generate(state, self._z, self._labels))
 
-    def save(self, state: train_lib.GANState, path: pathlib.Path, step: int) -> np.ndarray:
+    def save(self, state: state_lib.GANState, path: pathlib.Path, step: int) -> np.ndarray:
         """Writes the picture of ``state``'s samples to ``path`` and returns the samples."""
         fake = self.samples(state)
         if self.is_toy:
@@ -190,9 +191,9 @@ def mode_summary(dataset: Dataset, fake: np.ndarray) -> dict[str, Any]:
 
 
 def code_purity(
-    config: train_lib.StepConfig,
+    config: step_config.StepConfig,
     dataset: Dataset,
-    state: train_lib.GANState,
+    state: state_lib.GANState,
     key: jax.Array,
     per_category: int = 100,
 ) -> dict[str, Any]:

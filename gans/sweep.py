@@ -8,12 +8,12 @@ hyper-parameter. Every quantity that differs between runs lives in the state, so
 vmapped step serves both: the seed through the state's key and parameters, the penalty weight
 through ``GANState.hparams`` (each run's step puts its traced weight into the config's typed
 penalty, ``config.penalty.with_weight(w)``, before anything reads it), learning rates and the
-clip bound through the optimizer states (``train.make_optimizer(..., sweepable=True)``). Run
+clip bound through the optimizer states (``state_lib.make_optimizer(..., sweepable=True)``). Run
 ``k`` of the vmapped program computes what a separate run with its settings computes, up to
 float reduction order.
 
-    config = train.StepConfig(loss="wasserstein", z_dim=128, penalty=penalties.GradientPenalty())
-    states = [train.create_state(..., key=jax.random.key(seed + k)) for k in range(K)]
+    config = step_config.StepConfig(loss="wasserstein", z_dim=128, penalty=penalties.GradientPenalty())
+    states = [state_lib.create_state(..., key=jax.random.key(seed + k)) for k in range(K)]
     step = jax.jit(sweep.make_vmapped_train_step(config))
     stacked, metrics = step(sweep.stack(states), batches)  # batches: [K, n_critic, B, ...]
 """
@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gans import train
+from gans import state as state_lib
+from gans import step_config, train
 
 SWEEPABLE = ("penalty_weight", "critic_lr", "generator_lr", "clip")
 RUN_AXES = ("auto", "vmap", "map")
@@ -81,8 +82,8 @@ def check_sweep(name: str, values: Sequence[float]) -> None:
 
 
 def set_hyperparameter(
-    state: train.GANState, name: str, values: Sequence[float], base: float | None = None
-) -> train.GANState:
+    state: state_lib.GANState, name: str, values: Sequence[float], base: float | None = None
+) -> state_lib.GANState:
     """Gives run ``k`` of a stacked ``state`` the value ``values[k]`` of ``name``.
 
     Args:
@@ -145,8 +146,8 @@ def over_runs(step: Callable[..., Any], run_axis: str = "vmap") -> Callable[...,
 
 
 def make_vmapped_train_step(
-    config: train.StepConfig, run_axis: str = "vmap"
-) -> Callable[[train.GANState, Mapping[str, jax.Array]], tuple[train.GANState, dict]]:
+    config: step_config.StepConfig, run_axis: str = "vmap"
+) -> Callable[[state_lib.GANState, Mapping[str, jax.Array]], tuple[state_lib.GANState, dict]]:
     """The train step over K stacked states and ``[K, n_critic, B, ...]`` batches.
 
     Returns per-run metrics (``[K]`` arrays). Compose with ``jax.jit`` or put it inside

@@ -29,10 +29,8 @@ from gans import losses as losses_lib
 from gans import packing, parallel, unrolled
 from gans import penalties as penalties_lib
 from gans.models import infogan
-
-# train is the public entry of the step: these re-exports keep train.GANState etc. working.
-from gans.state import GANState, create_state, make_optimizer  # noqa: F401
-from gans.step_config import InfoCodes, StepConfig  # noqa: F401
+from gans.state import GANState
+from gans.step_config import StepConfig
 
 Array = jax.Array
 PyTree = Any

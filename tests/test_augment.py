@@ -9,7 +9,8 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from gans import augment, parallel, penalties, train
+from gans import augment, parallel, penalties, step_config, train
+from gans import state as state_lib
 
 KEY = jax.random.key(7)
 
@@ -140,15 +141,17 @@ def test_unknown_and_repeated_augmentations_are_refused_by_name():
     with pytest.raises(ValueError, match="image batches"):
         augment.augment(jnp.ones((4, 2)), KEY, ("flip",))
     with pytest.raises(ValueError, match="unknown augmentation"):
-        train.StepConfig(loss="hinge", z_dim=4, augment=("zoom",))
+        step_config.StepConfig(loss="hinge", z_dim=4, augment=("zoom",))
     with pytest.raises(ValueError, match="give --augment too"):
-        train.StepConfig(loss="hinge", z_dim=4, ada_target=0.6)
+        step_config.StepConfig(loss="hinge", z_dim=4, ada_target=0.6)
     with pytest.raises(ValueError, match="target must be in"):
-        train.StepConfig(loss="hinge", z_dim=4, augment=("flip",), ada_target=1.5)
+        step_config.StepConfig(loss="hinge", z_dim=4, augment=("flip",), ada_target=1.5)
     with pytest.raises(ValueError, match="probability must be in"):
-        train.StepConfig(loss="hinge", z_dim=4, augment=("flip",), augment_probability=2.0)
+        step_config.StepConfig(loss="hinge", z_dim=4, augment=("flip",), augment_probability=2.0)
     with pytest.raises(ValueError, match="multi-scale"):
-        train.StepConfig(loss="hinge", z_dim=4, consistency_weight=10.0, real_transform=lambda x: x)
+        step_config.StepConfig(
+            loss="hinge", z_dim=4, consistency_weight=10.0, real_transform=lambda x: x
+        )
 
 
 def test_ada_moves_p_by_the_images_seen_toward_the_target_and_stays_in_range():
@@ -182,7 +185,7 @@ class _ImageCritic(nn.Module):
 
 
 def _state(config, seed=0):
-    return train.create_state(
+    return state_lib.create_state(
         generator=_ImageGenerator(),
         critic=_ImageCritic(),
         generator_tx=optax.sgd(0.01),
@@ -202,8 +205,8 @@ GP = dict(penalty="gradient_penalty", penalty_options=(("weight", 10.0),))
 
 @pytest.mark.slow
 def test_a_step_at_probability_zero_is_the_step_without_augmentation():
-    plain = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, **GP)
-    off = train.StepConfig(
+    plain = step_config.StepConfig(loss="wasserstein", z_dim=Z_DIM, **GP)
+    off = step_config.StepConfig(
         loss="wasserstein",
         z_dim=Z_DIM,
         augment=augment.DIFFAUGMENT_POLICY,
@@ -215,7 +218,7 @@ def test_a_step_at_probability_zero_is_the_step_without_augmentation():
     chex.assert_trees_all_equal(a.critic_params, b.critic_params)
     chex.assert_trees_all_equal(a.generator_params, b.generator_params)
     assert metrics_b["augment_probability"] == 0.0
-    on = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, augment=("translation",), **GP)
+    on = step_config.StepConfig(loss="wasserstein", z_dim=Z_DIM, augment=("translation",), **GP)
     c, _ = jax.jit(train.make_train_step(on))(_state(on), _batches())
     assert not np.allclose(
         c.generator_params["Dense_0"]["kernel"], a.generator_params["Dense_0"]["kernel"]
@@ -223,7 +226,7 @@ def test_a_step_at_probability_zero_is_the_step_without_augmentation():
 
 
 def test_the_penalty_is_taken_on_interpolates_of_augmented_images():
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="wasserstein", z_dim=Z_DIM, augment=("translation", "cutout"), **GP
     )
     state = _state(config)
@@ -247,7 +250,7 @@ def test_the_penalty_is_taken_on_interpolates_of_augmented_images():
 
 
 def test_ada_step_moves_p_by_one_increment_in_the_signal_direction():
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="hinge",
         z_dim=Z_DIM,
         augment=("translation",),
@@ -283,7 +286,7 @@ def test_consistency_regularization_of_a_linear_critic_in_closed_form():
 
 
 def test_consistency_is_added_to_the_critic_loss_and_logged():
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="hinge", z_dim=Z_DIM, consistency_weight=10.0, consistency_fake_weight=10.0
     )
     _, metrics = jax.jit(train.make_train_step(config))(_state(config), _batches())

@@ -9,11 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gans import diagnostics, models, train
+from gans import diagnostics, models, step_config
+from gans import state as state_lib
 
 Z_DIM = 3
 BATCH = 6
-WGAN = train.StepConfig(loss="wasserstein", z_dim=Z_DIM)
+WGAN = step_config.StepConfig(loss="wasserstein", z_dim=Z_DIM)
 
 
 class LinearCritic(nn.Module):
@@ -36,7 +37,7 @@ class ImageGenerator(nn.Module):
 
 def make_state(critic, *, config=WGAN, generator=None, example=None, seed=0, compiled=True):
     create = functools.partial(
-        train.create_state,
+        state_lib.create_state,
         generator=generator or models.MLPGenerator(out_dim=2, hidden=(5,)),
         critic=critic,
         generator_tx=optax.sgd(1e-3),
@@ -76,7 +77,7 @@ def test_linear_critic_has_input_gradient_norm_w_everywhere():
 
 def test_activation_gradients_match_a_hand_written_forward_pass():
     # Cross-entropy with label smoothing: each example's loss gradient has its own weight.
-    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, label_smoothing=0.1)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=Z_DIM, label_smoothing=0.1)
     state = make_state(models.MLPCritic(hidden=(4, 3), activation=nn.tanh), config=config)
     real, fake = normal(1, (BATCH, 2)), normal(2, (BATCH, 2))
     params = state.critic_params

@@ -583,15 +583,16 @@ def test_a_signal_at_any_moment_ends_the_command_and_a_rerun_resumes_or_starts_c
 def test_the_memory_estimate_counts_parameters_and_adams_two_slots():
     import dataclasses
 
-    from gans import data, models, run, train
+    from gans import data, models, run, step_config
+    from gans import state as state_lib
 
     toy = run.Run(
         dataset=data.get_dataset("8gaussians"),
         generator=models.MLPGenerator(out_dim=2, hidden=(8,)),
         critic=models.MLPCritic(hidden=(8,)),
-        generator_tx=train.make_optimizer("adam", 1e-3),
-        critic_tx=train.make_optimizer("adam", 1e-3),
-        step=train.StepConfig(loss="wasserstein", z_dim=2),
+        generator_tx=state_lib.make_optimizer("adam", 1e-3),
+        critic_tx=state_lib.make_optimizer("adam", 1e-3),
+        step=step_config.StepConfig(loss="wasserstein", z_dim=2),
         n_critic=1,
         batch_size=4,
         steps=1,

@@ -316,7 +316,7 @@ def test_notebook_trains_on_eight_devices_resumes_and_refuses_other_settings(
     assert jax.local_device_count() == 8
     import matplotlib
 
-    from gans import runner
+    from gans import workdir as workdir_lib
     from gans.metrics import inception
 
     # Files only, as in a headless kernel; no figure window.
@@ -367,7 +367,7 @@ def test_notebook_trains_on_eight_devices_resumes_and_refuses_other_settings(
 
     # Other settings in the same directory: refused, with a note on starting a new run.
     namespace = {"__name__": "__main__"}
-    with pytest.raises(runner.ResumeError, match="width"):
+    with pytest.raises(workdir_lib.ResumeError, match="width"):
         run_notebook(namespace, {**tiny, "STEPS": 3, "WIDTH": 16})
     assert "set WORKDIR to a new directory" in capsys.readouterr().out
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3

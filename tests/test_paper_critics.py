@@ -8,7 +8,8 @@ import pytest
 from cli import FLAGS, run_experiment
 
 from experiments.paper import critic_surfaces, gradient_depth
-from gans import models, train
+from gans import models, step_config
+from gans import state as state_lib
 
 
 @pytest.mark.slow
@@ -113,8 +114,8 @@ def _hand_written_profile(params, real, fake):
 
 def test_depth_profile_of_a_12_layer_critic_matches_backpropagation_by_hand():
     critic = models.MLPCritic(hidden=(3,) * 12)
-    config = train.StepConfig(loss="wasserstein", z_dim=2)
-    create = lambda key: train.create_state(
+    config = step_config.StepConfig(loss="wasserstein", z_dim=2)
+    create = lambda key: state_lib.create_state(
         generator=models.MLPGenerator(out_dim=2, hidden=(4,)),
         critic=critic,
         generator_tx=optax.sgd(1e-3),

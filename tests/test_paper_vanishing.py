@@ -14,7 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from gans import diagnostics, losses, models, train
+from gans import diagnostics, losses, models, step_config
+from gans import state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 Z_DIM = 3
@@ -35,27 +36,27 @@ def test_logit_gradients_of_the_two_generator_costs_have_their_closed_forms():
 
 
 @functools.cache
-def _fixed_players() -> train.GANState:
+def _fixed_players() -> state_lib.GANState:
     """A tiny generator and critic, initialised once."""
     create = functools.partial(
-        train.create_state,
+        state_lib.create_state,
         generator=models.MLPGenerator(out_dim=2, hidden=(5,)),
         critic=models.MLPCritic(hidden=(4,)),
         generator_tx=optax.sgd(1e-3),
         critic_tx=optax.sgd(1e-3),
-        config=train.StepConfig(loss="non_saturating", z_dim=Z_DIM),
+        config=step_config.StepConfig(loss="non_saturating", z_dim=Z_DIM),
         example=jnp.zeros((BATCH, 2)),
     )
     return jax.jit(lambda key: create(key=key))(jax.random.key(0))
 
 
 @functools.partial(jax.jit, static_argnames="loss")
-def _grad_norm(state: train.GANState, offset: jax.Array, z: jax.Array, loss: str) -> jax.Array:
+def _grad_norm(state: state_lib.GANState, offset: jax.Array, z: jax.Array, loss: str) -> jax.Array:
     """``generator_grad_norm`` with the critic's score-layer bias set to ``offset``."""
     params = dict(state.critic_params)
     params["Dense_1"] = {**params["Dense_1"], "bias": jnp.full((1,), offset)}
     state = state.replace(critic_params=params)
-    return diagnostics.generator_grad_norm(state, train.StepConfig(loss=loss, z_dim=Z_DIM), z)
+    return diagnostics.generator_grad_norm(state, step_config.StepConfig(loss=loss, z_dim=Z_DIM), z)
 
 
 def test_minimax_generator_gradient_vanishes_as_fake_logits_go_to_minus_infinity():

@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from gans import models, parallel, train
+from gans import models, parallel, step_config, train
 from gans import run as run_lib
+from gans import state as state_lib
 
 NUM_DEVICES = 8
 
@@ -91,7 +92,7 @@ def train_both_ways(
     same state and global batches."""
     # SGD with momentum, not Adam: Adam's first steps are about lr * sign(g), so a gradient
     # that is zero up to rounding (a dead unit) moves by lr on one side and not the other.
-    make = lambda g, c: train.create_state(
+    make = lambda g, c: state_lib.create_state(
         generator=g,
         critic=c,
         generator_tx=optax.sgd(0.05, momentum=0.5),
@@ -142,7 +143,7 @@ def toy_batches(steps, n_critic, batch, seed=1, with_labels=False):
 
 @pytest.mark.parametrize("transform", parallel.TRANSFORMS)
 def test_pmapped_wgan_gp_equals_single_device_training(transform):
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="wasserstein",
         z_dim=4,
         penalty="gradient_penalty",
@@ -167,15 +168,17 @@ def test_every_random_trick_is_device_count_invariant(trick, transform):
     # InfoGAN codes all draw randomness: each device must take its slice of global draws.
     mlp_generator = models.MLPGenerator(out_dim=2, hidden=(32,))
     if trick == "infogan":
-        config = train.StepConfig(
-            loss="non_saturating", z_dim=4, info=train.InfoCodes(num_categories=3, num_continuous=1)
+        config = step_config.StepConfig(
+            loss="non_saturating",
+            z_dim=4,
+            info=step_config.InfoCodes(num_categories=3, num_continuous=1),
         )
         generator = mlp_generator
         critic = models.InfoGANCritic(
             models.MLPCritic(hidden=(32,)), num_categories=3, num_continuous=1
         )
     else:
-        config = train.StepConfig(
+        config = step_config.StepConfig(
             loss="non_saturating",
             z_dim=4,
             penalty="dragan",
@@ -202,7 +205,7 @@ def test_every_random_trick_is_device_count_invariant(trick, transform):
 def test_pmapped_batchnorm_dcgan_equals_single_device_training(transform):
     # BatchNorm in both players (no penalty, as the DCGAN guideline allows): statistics are
     # averaged over the device axis, so they are the global batch's.
-    config = train.StepConfig(loss="non_saturating", z_dim=8)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=8)
     generator = models.DCGANGenerator(image_size=16, channels=1, width=8)
     critic = models.DCGANCritic(width=8, normalization="batch")
     synced = (
@@ -232,10 +235,10 @@ def test_pmapped_batchnorm_dcgan_equals_single_device_training(transform):
 def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped(transform):
     from gans import sweep
 
-    config = train.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
+    config = step_config.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
     tx = optax.sgd(0.05)  # One optimizer (static in the state), so the states stack.
     states = [
-        train.create_state(
+        state_lib.create_state(
             generator=models.MLPGenerator(out_dim=2, hidden=(16,)),
             critic=models.MLPCritic(hidden=(16,)),
             generator_tx=tx,
@@ -265,7 +268,7 @@ def test_runs_on_eight_devices_are_the_same_mapped_or_vmapped(transform):
 
 
 def test_pmap_and_shard_map_train_alike_and_unknown_transforms_are_named():
-    config = train.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
+    config = step_config.StepConfig(loss="wasserstein", z_dim=4, penalty="gradient_penalty")
     args = (
         config,
         models.MLPGenerator(out_dim=2, hidden=(16,)),

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from gans import losses, packing, parallel, penalties, train, unrolled
+from gans import losses, packing, parallel, penalties, step_config, train, unrolled
+from gans import state as state_lib
 from gans.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator
 from gans.models.layers import minibatch_std
 from tests.test_parallel import assert_same_training, toy_batches, train_both_ways
@@ -42,7 +43,7 @@ def test_pack_rejects_a_batch_that_does_not_split_into_packs():
 
 def _toy_state(config, critic=None, generator=None, tx=None, batch=8):
     tx = tx or optax.adam(1e-3, b1=0.5)
-    return train.create_state(
+    return state_lib.create_state(
         generator=generator or MLPGenerator(out_dim=2, hidden=(8,)),
         critic=critic or MLPCritic(hidden=(8,)),
         generator_tx=tx,
@@ -54,7 +55,7 @@ def _toy_state(config, critic=None, generator=None, tx=None, batch=8):
 
 
 def test_a_packed_critic_sees_m_distinct_samples_of_one_kind():
-    config = train.StepConfig(loss="non_saturating", z_dim=3, pack=4)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=3, pack=4)
     state = _toy_state(config)
     # The critic is built for packs: its first kernel reads 4 examples' 2 features.
     assert state.critic_params["Dense_0"]["kernel"].shape == (8, 8)
@@ -97,7 +98,7 @@ def test_the_penalty_of_a_packed_critic_is_one_norm_per_pack():
 )
 def test_packing_refuses_what_scores_single_examples(options, message):
     with pytest.raises(ValueError, match=message):
-        train.StepConfig(loss="non_saturating", z_dim=2, **{"pack": 2, **options})
+        step_config.StepConfig(loss="non_saturating", z_dim=2, **{"pack": 2, **options})
 
 
 # --- unrolled look-ahead -----------------------------------------------------------------
@@ -123,7 +124,7 @@ def _ns_gan_discriminator_loss(critic, params, real, fake):
 
 
 def test_look_ahead_equals_k_explicit_critic_updates():
-    config = train.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=3)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=3)
     critic = MLPCritic(hidden=(8,))
     state = _toy_state(config, critic=critic)
     real = jax.random.normal(jax.random.key(1), (8, 2))
@@ -151,7 +152,7 @@ def _vdot(a, b):
 @pytest.mark.slow
 def test_unrolled_generator_gradient_matches_finite_differences():
     with jax.enable_x64(True):
-        config = train.StepConfig(loss="non_saturating", z_dim=2, unroll_steps=2)
+        config = step_config.StepConfig(loss="non_saturating", z_dim=2, unroll_steps=2)
         generator, critic = MLPGenerator(out_dim=2, hidden=(4,)), MLPCritic(hidden=(4,))
         tx = optax.sgd(0.5, momentum=0.5)
         state = _toy_state(config, critic, generator, tx=tx)
@@ -185,9 +186,9 @@ def test_unrolled_generator_gradient_matches_finite_differences():
 
 def _unrolled_adam_steps(generator, critic, real, eps_root, steps=1, dead_unit=False):
     """``steps`` unrolled (2 look-ahead updates) NS-GAN steps with Adam on both players."""
-    config = train.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=2)
-    tx = train.make_optimizer("adam", 1e-3, b1=0.5, eps_root=eps_root)
-    state = train.create_state(
+    config = step_config.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=2)
+    tx = state_lib.make_optimizer("adam", 1e-3, b1=0.5, eps_root=eps_root)
+    state = state_lib.create_state(
         generator=generator,
         critic=critic,
         generator_tx=tx,
@@ -238,8 +239,8 @@ def test_unrolling_trains_the_dcgan_networks_of_stacked_mnist():
 
 
 def test_unrolling_changes_the_generator_update_only():
-    plain = train.StepConfig(loss="non_saturating", z_dim=3)
-    unrolled_config = train.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=2)
+    plain = step_config.StepConfig(loss="non_saturating", z_dim=3)
+    unrolled_config = step_config.StepConfig(loss="non_saturating", z_dim=3, unroll_steps=2)
     batches = {"x": jax.random.normal(jax.random.key(1), (1, 8, 2))}
     # SGD, not Adam, whose first update is about lr * sign(g) whatever the gradient's size.
     sgd = optax.sgd(0.1)
@@ -295,7 +296,7 @@ def test_minibatch_std_of_the_global_batch_is_the_same_on_one_and_eight_devices(
 
 
 def test_a_minibatch_std_critic_scores_real_and_fake_in_separate_passes():
-    config = train.StepConfig(loss="non_saturating", z_dim=3)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=3)
     critic = MLPCritic(hidden=(8, 8), minibatch_std=True)
     state = _toy_state(config, critic=critic)
     assert train.scores_mix_examples(state)
@@ -327,7 +328,7 @@ def test_a_minibatch_std_critic_scores_real_and_fake_in_separate_passes():
 )
 def test_each_remedy_trains_alike_on_one_and_eight_devices(options, critic_options):
     options = {"loss": "non_saturating", **options}
-    config = train.StepConfig(z_dim=3, **options)
+    config = step_config.StepConfig(z_dim=3, **options)
     generator = MLPGenerator(out_dim=2, hidden=(16,))
     critic = MLPCritic(hidden=(16, 16), **critic_options)
     parallel_critic = MLPCritic(hidden=(16, 16), axis_name=parallel.AXIS, **critic_options)

@@ -19,7 +19,8 @@ from test_parallel import NUM_DEVICES, assert_same_training, train_both_ways
 from test_sweep import batches as toy_batches
 from test_sweep import optimizer, train_separately, train_together
 
-from gans import models, sweep, train
+from gans import models, step_config, sweep, train
+from gans import state as state_lib
 from gans.models.layers import SPECTRAL_COLLECTION
 
 SN = SPECTRAL_COLLECTION
@@ -320,7 +321,7 @@ def _sigmas(model_state):
 def test_pmapped_spectral_norm_dcgan_equals_single_device_training():
     if jax.local_device_count() < NUM_DEVICES:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
-    config = train.StepConfig(loss="hinge", z_dim=8)
+    config = step_config.StepConfig(loss="hinge", z_dim=8)
     generator = models.DCGANGenerator(
         image_size=8, channels=1, width=4, batch_norm=False, spectral_norm=True
     )
@@ -343,8 +344,8 @@ def test_pmapped_spectral_norm_dcgan_equals_single_device_training():
 
 @pytest.mark.slow
 def test_vmapped_runs_keep_their_own_spectral_vectors():
-    config = train.StepConfig(loss="wasserstein", z_dim=4)
-    make = lambda seed: train.create_state(
+    config = step_config.StepConfig(loss="wasserstein", z_dim=4)
+    make = lambda seed: state_lib.create_state(
         generator=models.MLPGenerator(out_dim=2, hidden=(8,), spectral_norm=True),
         critic=models.MLPCritic(hidden=(8, 8), spectral_norm=True),
         generator_tx=optimizer("sgd", 1e-2),
@@ -394,12 +395,12 @@ def test_a_train_step_advances_the_power_iteration_once_per_update_or_per_call(
     # iterated a known number of times: n_critic once per update; 2 n_critic + 1 as the
     # released SNGAN code counts (real, fake, and the generator's pass).
     n_critic = 3
-    config = train.StepConfig(loss="hinge", z_dim=4, power_iterations=power_iterations)
-    state = train.create_state(
+    config = step_config.StepConfig(loss="hinge", z_dim=4, power_iterations=power_iterations)
+    state = state_lib.create_state(
         generator=models.MLPGenerator(out_dim=6, hidden=(8,)),
         critic=models.MLPCritic(hidden=(6,), spectral_norm=True),  # A 6 x 6 and a 6 x 1 kernel.
         generator_tx=optimizer("adam", 1e-3),
-        critic_tx=train.make_optimizer("sgd", 0.0),
+        critic_tx=state_lib.make_optimizer("sgd", 0.0),
         config=config,
         example=jnp.zeros((1, 6)),
         key=jax.random.key(0),
@@ -420,6 +421,6 @@ def test_a_train_step_advances_the_power_iteration_once_per_update_or_per_call(
 
 def test_power_iterations_is_checked():
     with pytest.raises(ValueError, match="unknown power_iterations 'twice'; known: per_update"):
-        train.StepConfig(loss="hinge", z_dim=4, power_iterations="twice")
+        step_config.StepConfig(loss="hinge", z_dim=4, power_iterations="twice")
     with pytest.raises(ValueError, match="use --power_iterations=per_update"):
-        train.StepConfig(loss="hinge", z_dim=4, power_iterations="per_call", unroll_steps=5)
+        step_config.StepConfig(loss="hinge", z_dim=4, power_iterations="per_call", unroll_steps=5)

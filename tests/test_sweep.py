@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gans import constraints, models, penalties, sweep, train
+from gans import constraints, models, penalties, step_config, sweep, train
+from gans import state as state_lib
 
-CONFIG = train.StepConfig(
+CONFIG = step_config.StepConfig(
     loss="wasserstein", z_dim=4, penalty=penalties.GradientPenalty(weight=1.0)
 )
 GENERATOR = models.MLPGenerator(out_dim=2, hidden=(16, 16))
@@ -20,7 +21,7 @@ CRITIC = models.MLPCritic(hidden=(16, 16))
 @functools.cache
 def optimizer(name, lr, clip=None, sweepable=True):
     # Cached: states stack only when their static parts (the optimizers) are the same objects.
-    return train.make_optimizer(name, lr, b1=0.5, b2=0.9, clip=clip, sweepable=sweepable)
+    return state_lib.make_optimizer(name, lr, b1=0.5, b2=0.9, clip=clip, sweepable=sweepable)
 
 
 def make_state(
@@ -32,7 +33,7 @@ def make_state(
     sweepable=True,
     name="adam",
 ):
-    return train.create_state(
+    return state_lib.create_state(
         generator=GENERATOR,
         critic=CRITIC,
         generator_tx=optimizer(name, generator_lr, None, sweepable),
@@ -105,7 +106,9 @@ def test_swept_penalty_weights_equal_runs_with_those_weights(run_axis):
     stacked = sweep.set_hyperparameter(sweep.stack([state, state]), "penalty_weight", weights)
     data = [batches(0)] * 2
     configs = [
-        train.StepConfig(loss="wasserstein", z_dim=4, penalty=penalties.GradientPenalty(weight=w))
+        step_config.StepConfig(
+            loss="wasserstein", z_dim=4, penalty=penalties.GradientPenalty(weight=w)
+        )
         for w in weights
     ]
     separate = train_separately([state, state], data, configs)
@@ -157,7 +160,7 @@ def test_a_swept_weight_is_the_one_the_runs_penalty_is_computed_with():
 
 
 def test_a_swept_weight_needs_a_penalty():
-    config = train.StepConfig(loss="wasserstein", z_dim=4)
+    config = step_config.StepConfig(loss="wasserstein", z_dim=4)
     stacked = sweep.set_hyperparameter(
         sweep.stack([make_state(config)] * 2), "penalty_weight", (1.0, 10.0)
     )
@@ -185,7 +188,7 @@ def test_swept_learning_rates_equal_runs_at_those_rates(name):
 @pytest.mark.slow
 def test_swept_clip_bounds_hold_per_run_and_equal_separate_runs():
     bounds = (0.01, 0.05)
-    config = train.StepConfig(loss="wasserstein", z_dim=4)
+    config = step_config.StepConfig(loss="wasserstein", z_dim=4)
     states = [make_state(config, clip=c, sweepable=False) for c in bounds]
     stacked = sweep.set_hyperparameter(
         sweep.stack([make_state(config, clip=bounds[0])] * 2), "clip", bounds

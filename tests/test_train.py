@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from gans import models, penalties, train
+from gans import models, penalties, step_config, train
+from gans import state as state_lib
 
 Z_DIM = 4
 
@@ -15,7 +16,7 @@ Z_DIM = 4
 def make_state(config=None, *, critic_tx=None, generator=None, critic=None, example=None, seed=0):
     generator = generator or models.MLPGenerator(out_dim=2, hidden=(16, 16))
     critic = critic or models.MLPCritic(hidden=(16, 16))
-    return train.create_state(
+    return state_lib.create_state(
         generator=generator,
         critic=critic,
         generator_tx=optax.adam(1e-3, b1=0.5, b2=0.9),
@@ -30,7 +31,7 @@ def real_batches(n_critic, batch=8, shape=(2,), seed=1):
     return {"x": jax.random.normal(jax.random.key(seed), (n_critic, batch) + shape)}
 
 
-WGAN_GP = train.StepConfig(
+WGAN_GP = step_config.StepConfig(
     loss="wasserstein", z_dim=Z_DIM, penalty=penalties.GradientPenalty(weight=0.1)
 )
 
@@ -78,8 +79,8 @@ def test_each_critic_update_sees_its_own_batch():
 
 
 def test_wgan_clipping_holds_after_every_step():
-    config = train.StepConfig(loss="wasserstein", z_dim=Z_DIM)
-    tx = train.make_optimizer("rmsprop", 5e-3, clip=0.01)
+    config = step_config.StepConfig(loss="wasserstein", z_dim=Z_DIM)
+    tx = state_lib.make_optimizer("rmsprop", 5e-3, clip=0.01)
     state = make_state(critic_tx=tx)
     step = jax.jit(train.make_train_step(config))
     for i in range(5):
@@ -132,7 +133,7 @@ def test_batchnorm_models_train_and_update_their_statistics():
     generator = models.DCGANGenerator(image_size=16, channels=1, width=4)
     critic = models.DCGANCritic(width=4, normalization="batch")
     state = make_state(generator=generator, critic=critic, example=jnp.zeros((4, 16, 16, 1)))
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="non_saturating", z_dim=Z_DIM, label_smoothing=0.1, flip_probability=0.05
     )
     new, metrics = jax.jit(train.make_train_step(config))(state, real_batches(2, 4, (16, 16, 1)))
@@ -182,11 +183,11 @@ def test_batchnorm_models_train_and_update_their_statistics():
 )
 def test_bad_step_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        train.StepConfig(z_dim=2, **kwargs)
+        step_config.StepConfig(z_dim=2, **kwargs)
 
 
 def test_a_penalty_name_and_its_options_give_the_one_typed_config():
-    shorthand = train.StepConfig(
+    shorthand = step_config.StepConfig(
         loss="wasserstein",
         z_dim=Z_DIM,
         penalty="gradient_penalty",
@@ -201,7 +202,7 @@ def test_a_penalty_name_and_its_options_give_the_one_typed_config():
 def test_without_a_penalty_only_the_last_critic_update_measures_the_slope():
     # The slope on interpolates costs a backward pass of its own without a penalty: the step
     # reports the last update's, replayed here with the step's own keys.
-    config = train.StepConfig(loss="wasserstein", z_dim=Z_DIM)
+    config = step_config.StepConfig(loss="wasserstein", z_dim=Z_DIM)
     state, batches = make_state(config), real_batches(3)
     _, metrics = jax.jit(train.make_train_step(config))(state, batches)
     keys = jax.random.split(jax.random.split(train._step_key(state))[0], 3)

@@ -9,13 +9,15 @@ import numpy as np
 import optax
 import pytest
 
-from gans import models, runner, train
+from gans import models, step_config, train
+from gans import run as run_lib
+from gans import state as state_lib
 
 Z_DIM = 4
 
 
 def make(config, generator, critic, example):
-    return train.create_state(
+    return state_lib.create_state(
         generator=generator,
         critic=critic,
         generator_tx=optax.adam(1e-3),
@@ -39,7 +41,7 @@ def toy_batches(n_critic=2, batch=8, classes=None, seed=1):
 
 
 def test_conditional_step_uses_the_labels():
-    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, num_classes=4)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=Z_DIM, num_classes=4)
     generator, critic = toy_models()
     generator = models.ConditionalGenerator(generator, 4)
     critic = models.ConditionalCritic(critic, 4)
@@ -58,8 +60,8 @@ def test_conditional_step_uses_the_labels():
 
 
 def test_infogan_step_reports_and_trains_the_information_term():
-    info = train.InfoCodes(num_categories=3, num_continuous=1)
-    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, info=info)
+    info = step_config.InfoCodes(num_categories=3, num_continuous=1)
+    config = step_config.StepConfig(loss="non_saturating", z_dim=Z_DIM, info=info)
     generator, critic = toy_models()
     state = make(config, generator, models.InfoGANCritic(critic, 3, 1), jnp.zeros((8, 2)))
     assert state.generator_params["Dense_0"]["kernel"].shape[0] == Z_DIM + 3 + 1
@@ -74,7 +76,7 @@ def test_infogan_step_reports_and_trains_the_information_term():
 
 
 def test_ema_follows_the_incremental_formula():
-    config = train.StepConfig(loss="wasserstein", z_dim=Z_DIM, ema_decay=0.9)
+    config = step_config.StepConfig(loss="wasserstein", z_dim=Z_DIM, ema_decay=0.9)
     generator, critic = toy_models()
     state = make(config, generator, critic, jnp.zeros((8, 2)))
     chex.assert_trees_all_equal(state.generator_ema_params, state.generator_params)
@@ -98,7 +100,7 @@ def test_ema_follows_the_incremental_formula():
 )
 def test_annealed_tricks_decay_linearly_to_zero(field, metric, value):
     anneal = "noise_anneal_steps" if field == "instance_noise" else "flip_anneal_steps"
-    config = train.StepConfig(loss="non_saturating", z_dim=Z_DIM, **{field: value, anneal: 4})
+    config = step_config.StepConfig(loss="non_saturating", z_dim=Z_DIM, **{field: value, anneal: 4})
     generator, critic = toy_models()
     state = make(config, generator, critic, jnp.zeros((8, 2)))
     step = jax.jit(train.make_train_step(config))
@@ -114,7 +116,7 @@ def test_annealed_tricks_decay_linearly_to_zero(field, metric, value):
 @pytest.mark.slow
 def test_msg_gan_trains_under_a_pytree_gradient_penalty():
     real_transform = functools.partial(models.image_pyramid, num_scales=3)
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="wasserstein",
         z_dim=Z_DIM,
         penalty="gradient_penalty",
@@ -136,18 +138,18 @@ def test_msg_gan_trains_under_a_pytree_gradient_penalty():
 
 
 def test_wgan_warm_up_schedule():
-    schedule = runner.wgan_critic_schedule(100, 5)
+    schedule = run_lib.wgan_critic_schedule(100, 5)
     assert [schedule(s) for s in (1, 25, 26, 499, 500, 501, 1000)] == [100, 100, 5, 5, 100, 5, 100]
 
 
 def test_optimistic_optimizers_are_optax_ones():
     params = {"w": jnp.ones(3)}
     for name in ("adam", "sgd"):
-        tx = train.make_optimizer(name, 0.1, optimistic=True)
+        tx = state_lib.make_optimizer(name, 0.1, optimistic=True)
         updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
         assert np.all(np.asarray(updates["w"]) < 0)
     with pytest.raises(ValueError, match="optimistic updates exist for adam and sgd"):
-        train.make_optimizer("rmsprop", 0.1, optimistic=True)
+        state_lib.make_optimizer("rmsprop", 0.1, optimistic=True)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +177,7 @@ def test_spectral_norm_bounds_every_layer_and_trains(critic, x):
         kernel = np.asarray(variables["params"][layer]["kernel"])
         true_sigma = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), 2)
         np.testing.assert_allclose(sigma, true_sigma, rtol=1e-2)
-    config = train.StepConfig(loss="hinge", z_dim=Z_DIM)
+    config = step_config.StepConfig(loss="hinge", z_dim=Z_DIM)
     generator = (
         models.MLPGenerator(out_dim=2, hidden=(16,))
         if x.ndim == 2

@@ -41,7 +41,8 @@ import optax
 from absl import app, flags
 
 from experiments import cli
-from gans import data, diagnostics, losses, penalties, train
+from gans import data, diagnostics, losses, penalties
+from gans import state as state_lib
 from gans.metrics import transport
 from gans.models import mlp
 
@@ -81,9 +82,11 @@ def settings(
 ) -> tuple[Setting, Setting]:
     """The paper's two critics: RMSProp with clipping to ``[-c, c]``, and Adam with the penalty."""
     return (
-        Setting(CLIPPING, train.make_optimizer("rmsprop", clip_lr, clip=clip)),
+        Setting(CLIPPING, state_lib.make_optimizer("rmsprop", clip_lr, clip=clip)),
         Setting(
-            PENALTY, train.make_optimizer("adam", penalty_lr, b1=beta1, b2=beta2), penalty_weight
+            PENALTY,
+            state_lib.make_optimizer("adam", penalty_lr, b1=beta1, b2=beta2),
+            penalty_weight,
         ),
     )
 

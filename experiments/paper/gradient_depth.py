@@ -37,7 +37,8 @@ import optax
 from absl import app, flags
 
 from experiments import cli
-from gans import data, diagnostics, penalties, sweep, train
+from gans import data, diagnostics, penalties, step_config, sweep, train
+from gans import state as state_lib
 from gans.metrics import transport
 from gans.models import mlp
 
@@ -60,8 +61,8 @@ class Runs:
     """
 
     names: tuple[str, ...]
-    config: train.StepConfig
-    state: train.GANState
+    config: step_config.StepConfig
+    state: state_lib.GANState
     clips: tuple[float, ...] | None = None
 
 
@@ -70,12 +71,12 @@ def _create_state(
     critic: mlp.MLPCritic,
     generator_tx: optax.GradientTransformation,
     critic_tx: optax.GradientTransformation,
-    config: train.StepConfig,
+    config: step_config.StepConfig,
     key: Array,
-) -> train.GANState:
-    """``train.create_state`` for 2-D data, compiled (op by op it compiles every op once)."""
+) -> state_lib.GANState:
+    """``state_lib.create_state`` for 2-D data, compiled (op by op it compiles every op once)."""
     create = functools.partial(
-        train.create_state,
+        state_lib.create_state,
         generator=generator,
         critic=critic,
         generator_tx=generator_tx,
@@ -96,9 +97,9 @@ def clipping_runs(
     key: Array,
 ) -> Runs:
     """WGANs with RMSProp and weight clipping, one run per bound, all from one initialisation."""
-    config = train.StepConfig(loss="wasserstein", z_dim=z_dim)
-    critic_tx = train.make_optimizer("rmsprop", learning_rate, clip=clips[0], sweepable=True)
-    generator_tx = train.make_optimizer("rmsprop", learning_rate)
+    config = step_config.StepConfig(loss="wasserstein", z_dim=z_dim)
+    critic_tx = state_lib.make_optimizer("rmsprop", learning_rate, clip=clips[0], sweepable=True)
+    generator_tx = state_lib.make_optimizer("rmsprop", learning_rate)
     state = _create_state(generator, critic, generator_tx, critic_tx, config, key)
     stacked = sweep.stack([state] * len(clips))
     if len(clips) > 1:
@@ -119,12 +120,12 @@ def penalty_runs(
     key: Array,
 ) -> Runs:
     """One WGAN-GP run: Adam and the two-sided gradient penalty with weight ``lambda``."""
-    config = train.StepConfig(
+    config = step_config.StepConfig(
         loss="wasserstein",
         z_dim=z_dim,
         penalty=penalties.GradientPenalty(weight=penalty_weight),
     )
-    tx = lambda: train.make_optimizer("adam", learning_rate, b1=beta1, b2=beta2)
+    tx = lambda: state_lib.make_optimizer("adam", learning_rate, b1=beta1, b2=beta2)
     state = _create_state(generator, critic, tx(), tx(), config, key)
     return Runs((f"penalty lambda={penalty_weight:g}",), config, sweep.stack([state]))
 
@@ -157,7 +158,7 @@ def train_runs(
 
 
 def depth_profile(
-    state: train.GANState, config: train.StepConfig, real: Array, fake: Array
+    state: state_lib.GANState, config: step_config.StepConfig, real: Array, fake: Array
 ) -> Array:
     """``[L + 2]`` mean per-example gradient norms of the critic loss, input first, score last.
 
@@ -171,7 +172,7 @@ def depth_profile(
 
 
 def measure(
-    state: train.GANState, config: train.StepConfig, real: Array, z: Array
+    state: state_lib.GANState, config: step_config.StepConfig, real: Array, z: Array
 ) -> tuple[Array, Array]:
     """The depth profile on ``real`` and the generator's samples at ``z``, and the samples."""
     fake = train.generate(state, z)

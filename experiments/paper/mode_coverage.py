@@ -104,7 +104,7 @@ def models(init_scale: float = 1.4, minibatch_std: bool = False, networks: str =
 
 
 def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num_runs: int = 0):
-    """The ``gans.runner.Run`` of one (loss, dataset) program.
+    """The ``gans.run.Run`` of one (loss, dataset) program.
 
     Args:
       loss, dataset: keys of ``LOSSES`` and ``DATASETS``.
@@ -112,7 +112,9 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
       seed: the first run's seed.
       num_runs: runs trained together (0: ``settings.seeds``).
     """
-    from gans import data, penalties, runner, train
+    from gans import data, penalties, step_config
+    from gans import run as run_lib
+    from gans import state as state_lib
 
     check_names([loss], [dataset])
     game = row(loss)
@@ -120,18 +122,18 @@ def build_run(loss: str, dataset: str, settings: Settings, *, seed: int = 0, num
     generator, critic = models(settings.init_scale, game.minibatch_std, settings.networks)
     if game.optimizer == "adam":
         b1 = networks.beta1
-        generator_tx = train.make_optimizer("adam", settings.generator_lr, b1=b1, b2=0.999)
-        critic_tx = train.make_optimizer("adam", settings.critic_lr, b1=b1, b2=0.999)
+        generator_tx = state_lib.make_optimizer("adam", settings.generator_lr, b1=b1, b2=0.999)
+        critic_tx = state_lib.make_optimizer("adam", settings.critic_lr, b1=b1, b2=0.999)
     else:
-        generator_tx = train.make_optimizer(game.optimizer, settings.wgan_lr)
-        critic_tx = train.make_optimizer(game.optimizer, settings.wgan_lr, clip=game.clip)
-    return runner.Run(
+        generator_tx = state_lib.make_optimizer(game.optimizer, settings.wgan_lr)
+        critic_tx = state_lib.make_optimizer(game.optimizer, settings.wgan_lr, clip=game.clip)
+    return run_lib.Run(
         dataset=data.get_dataset(dataset),
         generator=generator,
         critic=critic,
         generator_tx=generator_tx,
         critic_tx=critic_tx,
-        step=train.StepConfig(
+        step=step_config.StepConfig(
             loss=game.loss,
             z_dim=networks.z_dim,
             penalty=(
@@ -187,13 +189,13 @@ def train_pair(
     loss: str, dataset: str, settings: Settings, workdir: pathlib.Path, log=print
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Trains one (loss, dataset) program; returns its record and seed 0's samples."""
-    from gans import runner
+    from gans import loop, runner
 
     run = build_run(loss, dataset, settings)
     directory = workdir / f"{loss}_{dataset}"
     config = {"loss": loss, "dataset": dataset, **dataclasses.asdict(settings)}
 
-    def progress(p: runner.Progress) -> None:
+    def progress(p: loop.Progress) -> None:
         rate = f"{1000 / p.steps_per_second:.0f} ms/step" if p.steps_per_second > 0 else "compiling"
         eta = f"{p.eta_seconds / 60:.1f} min" if math.isfinite(p.eta_seconds) else "?"
         log(f"  {loss} on {dataset}: step {p.step}/{p.steps}, {rate}, ETA {eta}")

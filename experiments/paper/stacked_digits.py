@@ -87,7 +87,7 @@ def same_settings(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
 
 def train_row(name: str, settings: Settings, workdir: pathlib.Path, log=print) -> dict[str, Any]:
     """Trains (or resumes) one row's program and scores it; returns its record."""
-    from gans import runner
+    from gans import loop, runner
 
     run = build_run(name, settings)
     directory = workdir / name
@@ -96,7 +96,7 @@ def train_row(name: str, settings: Settings, workdir: pathlib.Path, log=print) -
     del config["num_samples"]
     rates = []
 
-    def progress(p: runner.Progress) -> None:
+    def progress(p: loop.Progress) -> None:
         if p.steps_per_second > 0:
             rates.append(1.0 / p.steps_per_second)
         rate = f"{1000 * rates[-1]:.0f} ms/step" if p.steps_per_second > 0 else "compiling"

@@ -131,7 +131,7 @@ def check_rows(names: Sequence[str]) -> None:
 
 
 def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0):
-    """The ``gans.runner.Run`` of one row.
+    """The ``gans.run.Run`` of one row.
 
     Args:
       name: a key of ``ROWS``.
@@ -139,7 +139,9 @@ def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0
       seed: the first run's seed.
       num_runs: runs trained together (0: ``settings.seeds``).
     """
-    from gans import data, models, penalties, runner, train, unrolled
+    from gans import data, models, penalties, step_config, unrolled
+    from gans import run as run_lib
+    from gans import state as state_lib
 
     check_rows([name])
     row = ROWS[name]
@@ -162,13 +164,13 @@ def build_run(name: str, settings: Settings, *, seed: int = 0, num_runs: int = 0
     penalty = None
     if row.penalty is not None:
         penalty = penalties.make_penalty(row.penalty, **dict(row.penalty_options))
-    return runner.Run(
+    return run_lib.Run(
         dataset=dataset,
         generator=generator,
         critic=critic,
-        generator_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2),
-        critic_tx=train.make_optimizer("adam", lr, b1=b1, b2=b2, eps_root=eps_root),
-        step=train.StepConfig(
+        generator_tx=state_lib.make_optimizer("adam", lr, b1=b1, b2=b2),
+        critic_tx=state_lib.make_optimizer("adam", lr, b1=b1, b2=b2, eps_root=eps_root),
+        step=step_config.StepConfig(
             loss=row.loss, z_dim=settings.z_dim, penalty=penalty, **row.step_options()
         ),
         n_critic=row.n_critic,

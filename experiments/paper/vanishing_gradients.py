@@ -109,19 +109,21 @@ def check_flags() -> list[int]:
 
 def build_run(steps: int):
     """The NS-GAN of ``experiments/flags/ns_gan_digits.cfg``: DCGAN models, DCGAN's Adam."""
-    from gans import data, models, runner, train
+    from gans import data, models, step_config
+    from gans import run as run_lib
+    from gans import state as state_lib
 
     dataset = data.get_dataset("digits", image_size=FLAGS.image_size)
     size, _, channels = dataset.element_shape
-    adam = lambda: train.make_optimizer("adam", FLAGS.learning_rate, b1=FLAGS.beta1, b2=0.999)
-    return runner.Run(
+    adam = lambda: state_lib.make_optimizer("adam", FLAGS.learning_rate, b1=FLAGS.beta1, b2=0.999)
+    return run_lib.Run(
         dataset=dataset,
         generator=models.DCGANGenerator(image_size=size, channels=channels, width=FLAGS.width),
         # Without a penalty the DCGAN critic has BatchNorm, as the experiments build it.
         critic=models.DCGANCritic(width=FLAGS.width, normalization="batch"),
         generator_tx=adam(),
         critic_tx=adam(),
-        step=train.StepConfig(loss="non_saturating", z_dim=FLAGS.z_dim),
+        step=step_config.StepConfig(loss="non_saturating", z_dim=FLAGS.z_dim),
         n_critic=1,
         batch_size=FLAGS.batch_size,
         steps=steps,
@@ -158,9 +160,9 @@ def fresh_discriminator(run, generator_state, frozen, key):
     import jax
     import jax.numpy as jnp
 
-    from gans import train
+    from gans import state as state_lib
 
-    state = train.create_state(
+    state = state_lib.create_state(
         generator=run.generator,
         critic=run.critic,
         generator_tx=frozen,
