@@ -1,21 +1,27 @@
 """Checkpoints: a stopped run resumes bit for bit, and what cannot be resumed is refused."""
 
 import json
+import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from gans import checkpoints, data, models, runner, train, workdir
+from gans import checkpoints, data, models, runner, step_config, train, workdir
+from gans import run as run_lib
+from gans import state as state_lib
+from gans import workdir as workdir_lib
 
-CONFIG = train.StepConfig(
+CONFIG = step_config.StepConfig(
     loss="wasserstein",
     z_dim=2,
     penalty="gradient_penalty",
     penalty_options=(("weight", 0.1),),
     ema_decay=0.9,
 )
-OPTIMIZER = train.make_optimizer("adam", 1e-3, b1=0.5, b2=0.9)
+OPTIMIZER = state_lib.make_optimizer("adam", 1e-3, b1=0.5, b2=0.9)
 
 
 def make_run(width=16, **options):
@@ -34,7 +40,7 @@ def make_run(width=16, **options):
         num_samples=50,
     )
     settings.update(options)
-    return runner.Run(**settings)
+    return run_lib.Run(**settings)
 
 
 class Stop(Exception):
@@ -100,7 +106,7 @@ def test_an_empty_latest_checkpoint_is_damage(tmp_path):
 
 def test_the_whole_state_round_trips(tmp_path):
     run = make_run()
-    state = train.create_state(
+    state = state_lib.create_state(
         generator=run.generator,
         critic=run.critic,
         generator_tx=OPTIMIZER,
@@ -123,14 +129,14 @@ def test_the_whole_state_round_trips(tmp_path):
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     runner.train_and_evaluate(make_run(steps=4), tmp_path, config=None)
-    with pytest.raises(runner.ResumeError, match="holds arrays of other shapes"):
+    with pytest.raises(workdir_lib.ResumeError, match="holds arrays of other shapes"):
         runner.train_and_evaluate(make_run(width=32, steps=8), tmp_path, config=None)
 
 
 def test_other_settings_are_refused_before_anything_is_touched(tmp_path):
     runner.train_and_evaluate(make_run(steps=4), tmp_path, config={"width": 16, "steps": 4})
     before = (tmp_path / "metrics.jsonl").read_text()
-    with pytest.raises(runner.ResumeError, match="--width was 16, now 32"):
+    with pytest.raises(workdir_lib.ResumeError, match="--width was 16, now 32"):
         runner.train_and_evaluate(make_run(steps=4), tmp_path, config={"width": 32, "steps": 4})
     assert (tmp_path / "metrics.jsonl").read_text() == before
 
@@ -194,3 +200,48 @@ def test_the_loop_logs_evaluations_diagnostics_tensorboard_and_curves(tmp_path):
 def test_diagnostics_are_refused_for_several_runs():
     with pytest.raises(ValueError, match="diagnostics run on one device and one run"):
         make_run(num_runs=2, diagnose_every=10)
+
+
+# A run folder written by the framework at commit d92fb4c, before ``--model`` became a lookup in
+# gans.models.registry: WGAN-GP's DCGAN on the digits with these flags, left as a kill during
+# step 5 leaves it (the record, the checkpoint of step 4 and the log's first 4 lines; that run's
+# later checkpoint, lines and end-of-run files removed).
+RECORDED_RUN = pathlib.Path(__file__).parent / "data" / "run_d92fb4c"
+RECORDED_FLAGS = (
+    "--dataset=digits",
+    "--width=8",
+    "--z_dim=16",
+    "--batch_size=16",
+    "--checkpoint_every=2",
+    "--log_every=1",
+    "--sample_every=0",
+    "--steps=6",
+)
+
+
+def _log(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_lines_close(lines, expected):
+    assert [line["step"] for line in lines] == [line["step"] for line in expected]
+    for line, want in zip(lines, expected, strict=True):
+        assert line.keys() == want.keys()
+        np.testing.assert_allclose([line[k] for k in want], list(want.values()), rtol=1e-4)
+
+
+def test_a_run_recorded_by_an_earlier_version_resumes_and_trains_as_a_new_one(tmp_path, commands):
+    recorded = tmp_path / "recorded"
+    shutil.copytree(RECORDED_RUN, recorded)
+    before = _log(recorded)
+    result = commands("wgan_gp", *RECORDED_FLAGS, f"--workdir={recorded}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming from the checkpoint of step 4" in result.stdout
+    resumed = _log(recorded)
+    assert resumed[:4] == before  # Kept as they were.
+    # The same settings trained from scratch today give the same six steps: the record and the
+    # checkpoint were read as written, and the numbers did not move between the versions.
+    fresh = tmp_path / "fresh"
+    result = commands("wgan_gp", *RECORDED_FLAGS, f"--workdir={fresh}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    _assert_lines_close(resumed, _log(fresh))
