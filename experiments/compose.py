@@ -8,7 +8,7 @@ import math
 from absl import flags
 
 from experiments import cli
-from experiments.shared_flags import GAN_ONLY_FLAGS, TOY_DATASETS
+from experiments.shared_flags import GAN_ONLY_FLAGS
 
 FLAGS = flags.FLAGS
 
@@ -25,42 +25,38 @@ def _schedule(learning_rate: float):
     return learning_rate
 
 
-# The finite, labelled sets held in memory, which can keep a class-balanced fraction.
-FRACTION_DATASETS = ("digits", "mnist5k", "stacked_digits", "stacked_mnist5k")
+# The flag that gives each option of ``gans.data.get_dataset`` (``gans.data.OPTIONS``).
+DATASET_OPTION_FLAGS = {
+    "image_size": "image_size",
+    "fraction": "data_fraction",
+    "data_dir": "data_dir",
+    "split": "split",
+    "crop_size": "crop_size",
+    "image_mode": "image_mode",
+    "skip_bad": "skip_bad_images",
+}
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def dataset_from_flags():
-    """The dataset the flags name, with its options."""
+    """The dataset the flags name, with the options it takes; a flag of an option it does not
+    take, given a value other than its default, is refused naming the data sets that take it."""
     from gans import data
 
-    options = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
-    if FLAGS.data_fraction != 1.0:
-        if FLAGS.dataset not in FRACTION_DATASETS:
+    takes = data.options_of(FLAGS.dataset)
+    options = {}
+    for option, flag in DATASET_OPTION_FLAGS.items():
+        value = FLAGS[flag].value
+        if option in takes:
+            if value is not None:
+                options[option] = value
+        elif value != FLAGS[flag].default:
             raise UserError(
-                f"--data_fraction applies to {', '.join(FRACTION_DATASETS[:-1])} and "
-                f"{FRACTION_DATASETS[-1]}, not {FLAGS.dataset}."
+                f"--{flag} applies to {_listed(data.takers(option))}, not {FLAGS.dataset}."
             )
-        options["fraction"] = FLAGS.data_fraction
-    is_tfds = FLAGS.dataset in data.TFDS_DATASETS or FLAGS.dataset.startswith(data.TFDS_PREFIX)
-    if is_tfds:
-        options.update(data_dir=FLAGS.data_dir, split=FLAGS.split)
-        if FLAGS.crop_size is not None:
-            options["crop_size"] = FLAGS.crop_size
-    else:
-        for name in ("data_dir", "crop_size"):
-            if FLAGS[name].value is not None:
-                raise UserError(f"--{name} applies to TFDS datasets, not {FLAGS.dataset}.")
-        if FLAGS.dataset in TOY_DATASETS and FLAGS.image_size is not None:
-            raise UserError(f"--image_size applies to image datasets, not {FLAGS.dataset}.")
-    is_folder = FLAGS.dataset.startswith(data.FOLDER_PREFIX)
-    if is_folder or FLAGS.dataset.startswith(data.NPZ_PREFIX):
-        options["image_mode"] = FLAGS.image_mode
-    elif FLAGS.image_mode != "auto":
-        raise UserError(f"--image_mode applies to folder: and npz: data, not {FLAGS.dataset}.")
-    if is_folder:
-        options["skip_bad"] = FLAGS.skip_bad_images
-    elif FLAGS.skip_bad_images:
-        raise UserError(f"--skip_bad_images applies to folder: data, not {FLAGS.dataset}.")
     dataset = data.get_dataset(FLAGS.dataset, **options)
     skipped = getattr(dataset, "skipped", [])
     if skipped:

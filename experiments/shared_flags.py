@@ -284,10 +284,6 @@ flags.DEFINE_string(
     "with NAME one of penalty_weight, critic_lr, generator_lr, clip.",
 )
 
-# Required by every command but ``experiments.evaluate --samples`` (see ``common``).
-
-TOY_DATASETS = ("8gaussians", "25gaussians", "swissroll", "ring8", "grid25")
-
 # The DCGAN paper's optimiser (Radford et al., 2016), shared by the cross-entropy GANs.
 DCGAN_ADAM = dict(optimizer="adam", critic_lr=2e-4, generator_lr=2e-4, beta1=0.5, beta2=0.999)
 

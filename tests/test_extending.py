@@ -73,7 +73,7 @@ def squared_hinge_critic_loss(real_scores, fake_scores):
 def corners():
     data.register("corners", Corners)
     yield
-    del data.DATASETS["corners"]
+    del data.DATASETS["corners"], data.OPTIONS["corners"]
 
 
 def test_a_model_a_dataset_a_loss_and_an_action_of_ones_own_train(tmp_path, corners, monkeypatch):
@@ -176,10 +176,14 @@ def build_line(spec, options):
 class Corners(data.Dataset):
     name, element_shape, num_classes = "corners", (2,), None
 
+    def __init__(self, fraction=1.0):
+        self.corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+        self.corners = self.corners[: max(1, round(4 * fraction))]
+        print(f"corners: {len(self.corners)} of 4", flush=True)
+
     def batch(self, index, batch_size, seed, group=1):
         rng = np.random.default_rng([seed, index])
-        corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
-        return {"x": corners[rng.integers(0, 4, size=(group, batch_size))]}
+        return {"x": self.corners[rng.integers(0, len(self.corners), size=(group, batch_size))]}
 
 
 class ShiftLog(loop.PeriodicAction):
@@ -198,7 +202,7 @@ class ShiftLog(loop.PeriodicAction):
 
 
 registry.register("line", build_line, LineOptions)
-data.register("corners", Corners)
+data.register("corners", Corners, options=("fraction",))
 
 if __name__ == "__main__":
     common.run(actions=lambda run, workdir: [ShiftLog(FLAGS.shift_every, workdir / "shifts.txt")])
@@ -211,7 +215,8 @@ def _own_experiment(tmp_path, *args):
 
     script = tmp_path / "my_experiment.py"
     script.write_text(OWN_EXPERIMENT)
-    common = ("--dataset=corners", "--z_dim=2", "--batch_size=8", "--steps=2", "--log_every=1")
+    common = ("--dataset=corners", "--data_fraction=0.5", "--z_dim=2", "--batch_size=8")
+    common += ("--steps=2", "--log_every=1")
     return subprocess.run(
         [sys.executable, str(script), *common, f"--workdir={tmp_path / 'run'}", *args],
         capture_output=True,
@@ -224,6 +229,7 @@ def test_a_model_of_ones_own_is_one_file_and_its_flags_reach_its_options(tmp_pat
     result = _own_experiment(tmp_path, "--model=line", "--shift_init=0.5")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "built LineOptions(shift_init=0.5)" in result.stdout
+    assert "corners: 2 of 4" in result.stdout  # --data_fraction reached the data set.
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [line["step"] for line in lines] == [1, 2]
     # The action acted at every step (--shift_every=1), and the log kept what it added.
@@ -248,6 +254,8 @@ def test_a_model_of_ones_own_is_one_file_and_its_flags_reach_its_options(tmp_pat
         # The options check themselves.
         (("--model=line", "--shift_init=11"), "error: shift_init must be within [-10, 10]"),
         (("--model=lines",), "error: unknown model 'lines'; known models: dcgan, line, mlp"),
+        # So is a flag of a data-set option that it does not take.
+        (("--model=line", "--image_size=16"), "--image_size applies to digits, mnist5k"),
     ],
 )
 def test_a_model_of_ones_own_refuses_what_it_does_not_take(tmp_path, args, message):

@@ -207,7 +207,16 @@ BAD_INPUTS = [
         ("--dataset=mnist", "--data_dir=/nonexistent/tfds"),
         "is not prepared in",
     ),
-    Bad("data_dir on digits", ("--data_dir=/tmp", "--dataset=digits"), "applies to TFDS datasets"),
+    Bad(
+        "data_dir on digits",
+        ("--data_dir=/tmp", "--dataset=digits"),
+        "--data_dir applies to mnist, fashion_mnist, cifar10, celeb_a and tfds:NAME, not digits.",
+    ),
+    Bad(
+        "split of the digits",
+        ("--split=test", "--dataset=digits"),
+        "--split applies to mnist, fashion_mnist, cifar10, celeb_a and tfds:NAME, not digits.",
+    ),
     Bad("missing image folder", ("--dataset=folder:{tmp}/none",), "does not exist; give a folder"),
     Bad(
         "folder without images",
@@ -215,7 +224,11 @@ BAD_INPUTS = [
         "notes.txt is not a PNG or JPEG image; remove it, or pass --skip_bad_images",
     ),
     Bad("missing npz", ("--dataset=npz:{tmp}/x.npz",), "does not exist; give an .npz file"),
-    Bad("image mode of digits", ("--dataset=digits", "--image_mode=rgb"), "applies to folder:"),
+    Bad(
+        "image mode of digits",
+        ("--dataset=digits", "--image_mode=rgb"),
+        "--image_mode applies to folder:PATH and npz:PATH, not digits.",
+    ),
     Bad(
         "samples and a run to evaluate",
         ("--samples={tmp}/s.npy",),
@@ -223,7 +236,7 @@ BAD_INPUTS = [
         module="evaluate",
     ),
     Bad("unsupported image size", ("--dataset=digits", "--image_size=13"), "one of (8, 16, 32)"),
-    Bad("image size of 2-D data", ("--image_size=16",), "applies to image datasets"),
+    Bad("image size of 2-D data", ("--image_size=16",), "--image_size applies to digits, mnist5k"),
     Bad("conditional unlabelled", ("--conditional", "--dataset=swissroll"), "needs labelled data"),
     Bad("more devices than host", ("--num_devices=2",), "but this host has 1 CPU device(s)"),
     Bad(

@@ -215,9 +215,43 @@ def _load_tfds(name: str, **options) -> Dataset:
 
 DATASETS.update({name: functools.partial(_load_tfds, name) for name in TFDS_DATASETS})
 
+# The options of ``get_dataset`` that each data set takes, which the experiments give from
+# their flags (``fraction`` from --data_fraction, ``skip_bad`` from --skip_bad_images, the rest
+# from flags of their names); a data set of one's own names its own in ``register``.
+_TFDS_OPTIONS = ("image_size", "data_dir", "split", "crop_size")
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "digits": ("image_size", "fraction"),
+    "mnist5k": ("image_size", "fraction"),
+    "stacked_digits": ("image_size", "fraction"),
+    "stacked_mnist5k": ("image_size", "fraction"),
+    **{name: _TFDS_OPTIONS for name in TFDS_DATASETS},
+}
+FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    TFDS_PREFIX + "NAME": _TFDS_OPTIONS,
+    FOLDER_PREFIX + "PATH": ("image_size", "image_mode", "skip_bad"),
+    NPZ_PREFIX + "PATH": ("image_size", "image_mode"),
+}
 
-def register(name: str, factory: Callable[..., Dataset]) -> None:
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The options data set ``name`` takes (see ``OPTIONS``)."""
+    for family, options in FAMILY_OPTIONS.items():
+        if name.startswith(family.removesuffix("NAME").removesuffix("PATH")):
+            return options
+    return OPTIONS.get(name, ())
+
+
+def takers(option: str) -> list[str]:
+    """The data sets and families that take ``option``, for messages."""
+    named = [name for name in DATASETS if option in OPTIONS.get(name, ())]
+    return named + [family for family, options in FAMILY_OPTIONS.items() if option in options]
+
+
+def register(name: str, factory: Callable[..., Dataset], options: tuple[str, ...] = ()) -> None:
     """Adds a data set: ``get_dataset(name, **options)`` then returns ``factory(**options)``.
+
+    ``options`` names those of ``OPTIONS``' kinds that ``factory`` takes (``"fraction"``,
+    ``"image_size"``, ...): the experiments then pass it the matching flags and refuse the rest.
 
     A data set of one's own is one file: its ``Dataset`` subclass (``batch`` by item index,
     its ``name`` and ``element_shape``, ``num_classes`` if labelled, ``scoring`` if one of the
@@ -235,6 +269,7 @@ def register(name: str, factory: Callable[..., Dataset]) -> None:
             f"dataset name {name!r} must be non-empty and not begin with {', '.join(prefixes)}."
         )
     DATASETS[name] = factory
+    OPTIONS[name] = tuple(options)
 
 
 def get_dataset(name: str, **options) -> Dataset:
