@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from cli import FLAGS
 
-from experiments.paper import baselines, records
+from experiments.paper import baselines, baselines_protocol, baselines_report, records
 
 
 def _fake_row(workdir, name, fids, steps=1000, p=None):
@@ -33,22 +33,22 @@ def _fake_row(workdir, name, fids, steps=1000, p=None):
 
 
 def test_every_row_names_a_committed_flagfile_and_every_table_known_rows():
-    for row in baselines.ROWS.values():
+    for row in baselines_protocol.ROWS.values():
         text = (FLAGS / row.flagfile).read_text()
         assert "--dataset=mnist5k" in text, row.flagfile
-    for members in baselines.TABLES.values():
-        baselines.check_rows(members)
+    for members in baselines_protocol.TABLES.values():
+        baselines_protocol.check_rows(members)
     listed = (FLAGS / "paper_baselines.cfg").read_text().split("--rows=")[1].split()[0]
-    assert set(listed.split(",")) == set(baselines.ROWS)
+    assert set(listed.split(",")) == set(baselines_protocol.ROWS)
     # Every row is in a table, and a table compares rows at one budget.
-    assert set().union(*baselines.TABLES.values()) == set(baselines.ROWS)
-    for title, members in baselines.TABLES.items():
+    assert set().union(*baselines_protocol.TABLES.values()) == set(baselines_protocol.ROWS)
+    for title, members in baselines_protocol.TABLES.items():
         if title != "components":  # Two comparisons, each at its own budget.
-            assert len({baselines.ROWS[n].steps for n in members}) == 1, title
+            assert len({baselines_protocol.ROWS[n].steps for n in members}) == 1, title
 
 
 def test_a_rows_command_is_its_flagfile_its_flags_and_its_budget(tmp_path):
-    args = baselines.command("cnn_sn_10_ada", tmp_path, steps=0, seed=3, num_seeds=2)
+    args = baselines_protocol.command("cnn_sn_10_ada", tmp_path, steps=0, seed=3, num_seeds=2)
     assert args[1:3] == ["-m", "experiments.sngan"]
     assert args[3].endswith("sngan_cnn_mnist.cfg")
     for flag in ("--data_fraction=0.1", "--ada_target=0.6", "--augment_probability=0"):
@@ -62,8 +62,12 @@ def test_a_rows_command_is_its_flagfile_its_flags_and_its_budget(tmp_path):
         "--sample_every=2000",
     ]
     # --steps overrides every row's budget; the ResNet rows run at 16 pixels, half the steps.
-    assert "--steps=7" in baselines.command("resnet_sn", tmp_path, steps=7, seed=0, num_seeds=1)
-    resnet = baselines.command("resnet_sn_attention", tmp_path, steps=0, seed=0, num_seeds=1)
+    assert "--steps=7" in baselines_protocol.command(
+        "resnet_sn", tmp_path, steps=7, seed=0, num_seeds=1
+    )
+    resnet = baselines_protocol.command(
+        "resnet_sn_attention", tmp_path, steps=0, seed=0, num_seeds=1
+    )
     assert {"--image_size=16", "--attention_resolution=8", "--steps=1000"} <= set(resnet)
 
 
@@ -76,10 +80,10 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     (tmp_path / "cnn_sn" / baselines.CPU_FILE).write_text("119.6")
     path = tmp_path / "table.md"
     names = ["cnn_sn", "cnn_sn_augment", "cnn_sn_10_ada"]
-    protocols = {n: baselines.protocol(n, steps=0, seed=0, num_seeds=3) for n in names}
+    protocols = {n: baselines_protocol.protocol(n, steps=0, seed=0, num_seeds=3) for n in names}
     records = {n: baselines.record_of(tmp_path, n, protocols[n]) for n in names}
     assert records.pop("cnn_sn_augment") is None
-    finished = baselines.write_tables(records, names, 3, path)
+    finished = baselines_report.write_tables(records, names, 3, path)
     assert set(finished) == {"cnn_sn", "cnn_sn_10_ada"}
     assert finished["cnn_sn"]["fid_median"] == 2.0
     assert finished["cnn_sn"]["precision_median"] == pytest.approx(0.6)
@@ -104,7 +108,7 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     # One picture per table with a finished row, seed 0's samples of each.
     pictured = {n: baselines.picture_of(tmp_path, n, 3) for n in finished}
     assert pictured["cnn_sn"].shape == (20, 20, 3)
-    written = baselines.save_pictures(finished, pictured, tmp_path / "pictures")
+    written = baselines_report.save_pictures(finished, pictured, tmp_path / "pictures")
     assert sorted(p.name for p in written) == [
         "baselines_components.png",
         "baselines_data.png",
@@ -155,14 +159,14 @@ def test_rows_with_a_record_of_the_same_protocol_are_kept_and_the_rest_trained(
     baselines.run_study(tmp_path / "runs", ["cnn"], **dict(study, seed=5))
     assert trained == ["cnn_sn", "cnn", "cnn"]
     (tmp_path / "table.md").unlink()
-    redrawn = baselines.redraw(["cnn_sn", "cnn"], **{k: v for k, v in study.items()})
+    redrawn = baselines_report.redraw(["cnn_sn", "cnn"], **{k: v for k, v in study.items()})
     assert set(redrawn) == {"cnn_sn", "cnn"} and (tmp_path / "table.md").is_file()
     assert (tmp_path / "pictures" / "baselines_normalisation.png").is_file()
 
 
 def test_unknown_rows_and_bad_budgets_are_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="unknown row 'sngan_5'; known rows: wgan_gp_dcgan"):
-        baselines.check_rows(["sngan_5"])
+        baselines_protocol.check_rows(["sngan_5"])
     for flag, message in [
         ("--steps=-1", "--steps must be >= 0, got -1"),
         ("--rows=sngan_5", "unknown row 'sngan_5'"),
