@@ -91,6 +91,10 @@ def test_tables_give_medians_intervals_and_adas_p_and_mark_unfinished_rows(tmp_p
     assert (fid.mean, fid.std, fid.n) == (2.0, 1.0, 3)  # The sample std (ddof 1).
     assert finished["cnn_sn_10_ada"]["final_p"] == [0.2, 0.3, 0.4]
     assert "final_p" not in finished["cnn_sn"]
+    # DiffAugment logs its fixed p too; only ADA's is a result.
+    _fake_row(tmp_path, "cnn_sn_25_augment", [5.0, 4.0, 6.0], steps=2000, p=[1.0, 1.0, 1.0])
+    fixed = baselines_protocol.protocol("cnn_sn_25_augment", steps=0, seed=0, num_seeds=3)
+    assert "final_p" not in baselines.record_of(tmp_path, "cnn_sn_25_augment", fixed)
     text = path.read_text()
     # Resampling one seed three times has probability 1/27 > 2.5 %: the interval is [min, max].
     assert (

@@ -52,6 +52,7 @@ from experiments.paper.baselines_protocol import (
     DATASET,
     METRIC,
     ROWS,
+    adaptive,
     check_rows,
     command,
     protocol,
@@ -84,8 +85,7 @@ def record_of(
     The record has the row (``"loss"``, as ``experiments.paper.records`` names rows), its
     ``"dataset"`` and ``"protocol"``, each seed's ``fid``, ``precision`` and ``recall``, the
     real-vs-real ``floor``, the row's wall and CPU time and, for a row that adapts its
-    augmentation,
-    ``final_p``, each seed's last ``p``.
+    augmentation (ADA), ``final_p``, each seed's last ``p``.
     """
     directories = _seed_directories(workdir, name, row_protocol["num_seeds"])
     qualities = [digits_comparison.final_quality(d) for d in directories]
@@ -101,7 +101,7 @@ def record_of(
     cpu = workdir / name / CPU_FILE
     record["cpu_seconds"] = json.loads(cpu.read_text()) if cpu.is_file() else None
     trajectories = [augment_probabilities(d) for d in directories]
-    if all(trajectories):
+    if adaptive(name) and all(trajectories):
         record["final_p"] = [t[-1][1] for t in trajectories]
     return record
 

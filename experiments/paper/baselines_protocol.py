@@ -115,6 +115,11 @@ def check_rows(names: Sequence[str]) -> None:
         raise ValueError(f"give at least one row of: {', '.join(ROWS)}.")
 
 
+def adaptive(name: str) -> bool:
+    """Whether row ``name`` adapts its augmentation probability (ADA), whose ``p`` it reports."""
+    return any(flag.startswith("--ada_target=") for flag in ROWS[name].flags)
+
+
 def row_steps(name: str, steps: int) -> int:
     """Row ``name``'s budget: ``steps`` if given (> 0), else its own."""
     return steps or ROWS[name].steps

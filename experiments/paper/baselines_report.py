@@ -16,6 +16,7 @@ from experiments.paper.baselines_protocol import (
     METRIC,
     ROWS,
     TABLES,
+    adaptive,
     check_rows,
     protocol,
 )
@@ -78,8 +79,9 @@ def write_tables(
         shown = [name for name in members if name in names]
         if shown:
             parts.append(f"\n### {title}\n\n" + table([finished.get(n, n) for n in shown]))
-    adaptive = {n: r["final_p"] for n, r in finished.items() if "final_p" in r}
-    for name, values in adaptive.items():
+    # Rows with a fixed probability log it too (records of 2026-12-07 kept it as final_p).
+    adapted = {n: r["final_p"] for n, r in finished.items() if "final_p" in r and adaptive(n)}
+    for name, values in adapted.items():
         ps = ", ".join(f"{p:.3f}" for p in values)
         parts.append(f"\n{ROWS[name].label}: ADA's p at the last step, per seed: {ps}.\n")
     if finished:
