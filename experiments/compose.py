@@ -131,8 +131,8 @@ def _model_options(name: str, builder):
             raise UserError(
                 f"--{option} applies to {registry.describe_owners(option)}, not {name}."
             )
-    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(builder.options)}
-    return builder.options(**{k: v for k, v in values.items() if k in FLAGS})
+    fields = [f.name for f in dataclasses.fields(builder.options)]
+    return builder.options(**{name: FLAGS[name].value for name in fields if name in FLAGS})
 
 
 def _models(dataset, penalty, axis_name=None):

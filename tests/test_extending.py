@@ -148,6 +148,7 @@ FLAGS = flags.FLAGS
 @dataclasses.dataclass(frozen=True)
 class LineOptions:
     shift_init: float = 0.0
+    slope_init: float = 0.0  # No flag of this name: it keeps its default.
 
     def __post_init__(self):
         if abs(self.shift_init) > 10:
@@ -228,7 +229,7 @@ def _own_experiment(tmp_path, *args):
 def test_a_model_of_ones_own_is_one_file_and_its_flags_reach_its_options(tmp_path):
     result = _own_experiment(tmp_path, "--model=line", "--shift_init=0.5")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "built LineOptions(shift_init=0.5)" in result.stdout
+    assert "built LineOptions(shift_init=0.5, slope_init=0.0)" in result.stdout
     assert "corners: 2 of 4" in result.stdout  # --data_fraction reached the data set.
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [line["step"] for line in lines] == [1, 2]
