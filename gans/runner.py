@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from gans import checkpoints, loop, sampling, visualize
+from gans import checkpoints, loop, sampling, tensorboard_log, visualize
 from gans import run as run_lib
 from gans import state as state_lib
 from gans import workdir as workdir_lib
@@ -132,7 +132,7 @@ def _train_into(
                 )
                 # After the pictures and the diagnostics, in steps and at the end: TensorBoard
                 # shows the files they wrote.
-                board = loop.TensorBoard(
+                board = tensorboard_log.TensorBoard(
                     workdirs, log_every, start, sample_every=sample_every, config=config
                 )
                 actions += [pictured, board]

@@ -15,7 +15,7 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from test_checkpoints import Stop, make_run, stop_at
 
-from gans import loop, runner
+from gans import runner, tensorboard_log
 
 WIDTH = 16
 # The critic of make_run: 2-D input, two hidden layers of WIDTH, one score; weights and biases.
@@ -130,7 +130,7 @@ def test_counts_are_read_with_their_edges_and_other_arrays_as_values(tmp_path):
         diag__norms=np.array([0.5, 1.0, 1.5]),
     )
     with tensorboardX.SummaryWriter(str(tmp_path / "board")) as board:
-        loop._add_histograms(board, path, 7)
+        tensorboard_log._add_histograms(board, path, 7)
     events = read_events(tmp_path / "board")
     for tag, counts in [
         ("diag/weights", [0, 3, 1, 0]),
@@ -198,7 +198,7 @@ def test_the_loop_imports_tensorboardx_without_pytorch_and_leaves_pytorch_import
     # PyTorch is installed here (the test extra): tensorboardX would import it, 1.1 s of every
     # command's start, only to accept its tensors.
     program = (
-        "import sys; from gans import loop; tb = loop._import_tensorboardx(); "
+        "import sys; from gans import tensorboard_log as log; tb = log._import_tensorboardx(); "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "import torch; assert torch.zeros(2).numpy().tolist() == [0.0, 0.0]; "
         "print(tb.__name__)"
