@@ -181,6 +181,11 @@ BAD_INPUTS = [
         "the ResNet critic has no BatchNorm",
     ),
     Bad(
+        "InfoGAN's BatchNorm critic under a penalty",
+        ("--model=infogan_mnist", "--dataset=digits"),
+        "makes a gradient penalty batch-wide instead of per example; use --penalty=none",
+    ),
+    Bad(
         "minibatch std on the standard CNN",
         ("--model=standard_cnn", "--dataset=digits", "--minibatch_std"),
         "not standard_cnn",

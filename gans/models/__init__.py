@@ -12,6 +12,7 @@ from gans.models.infogan import (
     mutual_information_lower_bound,
     sample_codes,
 )
+from gans.models.infogan_mnist import InfoGANMNISTCritic, InfoGANMNISTGenerator
 from gans.models.mlp import MLPCritic, MLPGenerator, MLPOptions, MLPTrunk
 from gans.models.attention import SelfAttention
 from gans.models.resnet import (
@@ -50,6 +51,8 @@ __all__ = [
     "DCGANGenerator",
     "DCGANTrunk",
     "InfoGANCritic",
+    "InfoGANMNISTCritic",
+    "InfoGANMNISTGenerator",
     "MLPCritic",
     "MLPGenerator",
     "MLPOptions",

@@ -11,6 +11,7 @@ authors' MNIST experiments and most reimplementations: learning the variance is 
 unstable, and with it fixed ``log Q`` is a squared error on the mean plus a constant.
 """
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gans import parallel
+from gans.models.dcgan import _batch_norm
 from gans.models.layers import apply_layer
 from gans.models.mlp import _hidden_layers
 
@@ -104,6 +106,24 @@ def generator_input(
     return jnp.concatenate([z, codes_vector(*codes, num_categories)], axis=-1), codes
 
 
+@dataclasses.dataclass(frozen=True)
+class QHead:
+    """Q's hidden layers as a base critic may prescribe them (its ``q_head`` attribute).
+
+    Attributes:
+        hidden: Widths of the hidden layers.
+        leaky_slope: Negative slope of their LeakyReLUs.
+        batch_norm: BatchNorm before each LeakyReLU (InfoGAN's released MNIST networks); only
+            for critics that score by batch already, never under a gradient penalty.
+        kernel_init: Initializer of the heads' Dense kernels: Q's layers and the score.
+    """
+
+    hidden: tuple[int, ...] = (128,)
+    leaky_slope: float = 0.2
+    batch_norm: bool = False
+    kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+
+
 class InfoGANCritic(nn.Module):
     """Maps samples [B, ...] to ``(scores [B], q)``, with score and Q head on one shared trunk.
 
@@ -111,8 +131,10 @@ class InfoGANCritic(nn.Module):
     the continuous codes' unit-variance Gaussian. Parameters: ``trunk`` (the base critic's
     trunk), ``score`` (one linear unit, the base critic's final layer), ``Dense_i`` (Q's hidden
     layers) and ``q`` (Q's output layer). Q has no BatchNorm, unlike the paper's, so the critic
-    stays free of cross-example terms under a gradient penalty. A base with ``spectral_norm``
-    normalises every layer: its trunk's, the score and Q's.
+    stays free of cross-example terms under a gradient penalty, unless the base prescribes its
+    own Q (a ``q_head`` attribute, a ``QHead``, which then replaces ``q_hidden`` and
+    ``leaky_slope``: InfoGAN's MNIST networks, ``gans.models.infogan_mnist``). A base with
+    ``spectral_norm`` normalises every layer: its trunk's, the score and Q's.
 
     Attributes:
         base: A critic with a ``trunk()`` method (``DCGANCritic``, ``MLPCritic``, ``MSGCritic``).
@@ -143,17 +165,25 @@ class InfoGANCritic(nn.Module):
         spectral_norm = getattr(self.base, "spectral_norm", False)
         layer = functools.partial(apply_layer, spectral_norm=spectral_norm, train=train)
         features = self.base.trunk(name="trunk")(x, train=train)
-        scores = jnp.squeeze(layer(nn.Dense(1, name="score"), features), axis=-1)
-        activation = functools.partial(nn.leaky_relu, negative_slope=self.leaky_slope)
+        head = getattr(self.base, "q_head", None) or QHead(tuple(self.q_hidden), self.leaky_slope)
+        score = nn.Dense(1, kernel_init=head.kernel_init, name="score")
+        scores = jnp.squeeze(layer(score, features), axis=-1)
+
+        def activation(h):
+            if head.batch_norm:
+                h = _batch_norm(train, getattr(self.base, "axis_name", None))(h)
+            return nn.leaky_relu(h, negative_slope=head.leaky_slope)
+
         hidden = _hidden_layers(
             features,
-            self.q_hidden,
+            head.hidden,
             activation,
-            nn.linear.default_kernel_init,
+            head.kernel_init,
             spectral_norm,
             train,
         )
-        q = layer(nn.Dense(self.num_categories + self.num_continuous, name="q"), hidden)
+        outputs = self.num_categories + self.num_continuous
+        q = layer(nn.Dense(outputs, kernel_init=head.kernel_init, name="q"), hidden)
         return scores, {"logits": q[:, : self.num_categories], "mean": q[:, self.num_categories :]}
 
 

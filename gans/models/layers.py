@@ -301,6 +301,7 @@ def conv(
     padding: str | Padding = "SAME",
     implementation: str = "auto",
     name: str | None = None,
+    kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init,
 ) -> nn.Conv:
     """An ``nn.Conv`` (same parameters, same type) computed as ``implementation`` says."""
     resolve_implementation(implementation)  # Fails early on an unknown name.
@@ -309,6 +310,7 @@ def conv(
         kernel_size,
         strides=strides,
         padding=padding,
+        kernel_init=kernel_init,
         conv_general_dilated_cls=functools.partial(ConvGeneralDilated, implementation),
         name=name,
     )
