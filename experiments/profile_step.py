@@ -33,11 +33,14 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
 
     import jax
 
-    from experiments import benchmark
+    from experiments import benchmark, benchmark_settings
     from gans import profiling, sweep, train
 
-    batch = FLAGS.batch_size or benchmark.SETTINGS[name][1]
-    config, state, batches = benchmark.build_setting(name, batch, num_runs=FLAGS.num_runs)
+    batch = FLAGS.batch_size or benchmark_settings.SETTINGS[name][1]
+    overrides = benchmark.overrides()
+    config, state, batches = benchmark_settings.build_setting(
+        name, batch, num_runs=FLAGS.num_runs, overrides=overrides
+    )
     if FLAGS.num_runs == 1:
         step = train.make_train_step(config)
     else:
@@ -69,8 +72,8 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
         "peak_gflops": round(peak_flops / 1e9, 1),
         # XLA's count for the whole step, as the benchmark takes it.
         "gflop_per_iter": round(
-            benchmark.flops_per_iteration(
-                name, batch, benchmark.default_n_critic(name), FLAGS.num_runs
+            benchmark_settings.flops_per_iteration(
+                name, batch, benchmark_settings.default_n_critic(name), FLAGS.num_runs, overrides
             )
             / 1e9,
             4,
@@ -80,7 +83,7 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
 
 
 def main(argv: Sequence[str]) -> None:
-    from experiments import benchmark
+    from experiments import benchmark_settings
     from gans import profiling
 
     cli.check_command_line(argv)
@@ -92,8 +95,9 @@ def main(argv: Sequence[str]) -> None:
             "--compare_torch (experiments.benchmark times those)."
         )
     for name in FLAGS.settings:
-        if name not in benchmark.SETTINGS:
-            cli.fail(f"unknown setting {name!r}; known settings: {', '.join(benchmark.SETTINGS)}.")
+        if name not in benchmark_settings.SETTINGS:
+            known = ", ".join(benchmark_settings.SETTINGS)
+            cli.fail(f"unknown setting {name!r}; known settings: {known}.")
     for name in FLAGS.settings:
         profile = profile_setting(name, FLAGS.iters, FLAGS.top)
         print(profiling.markdown(profile), flush=True)
