@@ -53,13 +53,14 @@ def test_a_rows_command_is_its_flagfile_its_flags_and_its_budget(tmp_path):
     assert args[3].endswith("sngan_cnn_mnist.cfg")
     for flag in ("--data_fraction=0.1", "--ada_target=0.6", "--augment_probability=0"):
         assert flag in args
-    assert args[-6:] == [
+    assert args[-7:] == [
         f"--workdir={tmp_path / 'cnn_sn_10_ada'}",
         "--steps=2000",
         "--seed=3",
         "--num_runs=2",
         "--eval_every=2000",
         "--sample_every=2000",
+        "--checkpoint_every=500",
     ]
     # --steps overrides every row's budget; the ResNet rows run at 16 pixels, half the steps.
     assert "--steps=7" in baselines_protocol.command(

@@ -143,6 +143,8 @@ def command(
         f"--num_runs={num_seeds}",
         f"--eval_every={budget}",
         f"--sample_every={budget}",
+        # Four checkpoints a run: a long row stopped part-way loses at most a quarter of it.
+        f"--checkpoint_every={max(1, budget // 4)}",
     ]
 
 
