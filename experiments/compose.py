@@ -297,21 +297,33 @@ def build_run():
             unroll_steps=FLAGS.unroll_steps,
             power_iterations=FLAGS.power_iterations,
         )
-        optimizer = lambda lr, clip=None: state_lib.make_optimizer(
-            FLAGS.optimizer,
-            _schedule(lr),
-            b1=FLAGS.beta1,
-            b2=FLAGS.beta2,
-            clip=clip,
-            optimistic=FLAGS.optimistic,
-            sweepable=sweep is not None,
-            # The look-ahead differentiates through the critic's Adam: sqrt(nu) at nu = 0 has
-            # an infinite derivative (dead ReLU units); gans.unrolled says why this fixes it.
-            eps_root=unrolled.EPS_ROOT if FLAGS.unroll_steps else 0.0,
-        )
-        critic_tx = optimizer(FLAGS.critic_lr, FLAGS.clip or None)
-        generator_tx = optimizer(FLAGS.generator_lr)
         warmup = FLAGS.warmup_critic_steps
+        critic_schedule = run_lib.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
+
+        def critic_rate(lr):  # Called per critic update, laid out over generator steps.
+            schedule = _schedule(lr)
+            if not callable(schedule):
+                return schedule
+            updates = critic_schedule or (lambda step: FLAGS.n_critic)
+            return run_lib.per_critic_update(schedule, FLAGS.steps, updates)
+
+        def optimizer(rate, clip=None):
+            return state_lib.make_optimizer(
+                FLAGS.optimizer,
+                rate,
+                b1=FLAGS.beta1,
+                b2=FLAGS.beta2,
+                clip=clip,
+                optimistic=FLAGS.optimistic,
+                sweepable=sweep is not None,
+                # The look-ahead differentiates through the critic's Adam: sqrt(nu) at nu = 0
+                # has an infinite derivative (dead ReLU units); gans.unrolled says why this
+                # fixes it.
+                eps_root=unrolled.EPS_ROOT if FLAGS.unroll_steps else 0.0,
+            )
+
+        critic_tx = optimizer(critic_rate(FLAGS.critic_lr), FLAGS.clip or None)
+        generator_tx = optimizer(_schedule(FLAGS.generator_lr))
         return run_lib.Run(
             dataset=dataset,
             generator=generator,
@@ -325,9 +337,7 @@ def build_run():
             seed=FLAGS.seed,
             log_every=FLAGS.log_every,
             sample_every=FLAGS.sample_every,
-            critic_schedule=(
-                run_lib.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
-            ),
+            critic_schedule=critic_schedule,
             num_devices=num_devices,
             num_runs=FLAGS.num_runs,
             sweep=sweep,

@@ -7,6 +7,7 @@ state, its compiled step and the batch each process feeds it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import pathlib
 from collections.abc import Callable, Sequence
@@ -137,6 +138,29 @@ def wgan_critic_schedule(warmup_updates: int = 100, n_critic: int = 5) -> Callab
         return warmup_updates if step <= 25 or step % 500 == 0 else n_critic
 
     return schedule
+
+
+def per_critic_update(
+    schedule: optax.Schedule, steps: int, updates: Callable[[int], int]
+) -> optax.Schedule:
+    """``schedule``, a function of the generator step, as a function of the critic's update count.
+
+    An optimizer's schedule is called with the number of updates it has made, and the critic
+    makes several per generator step (``updates(step)`` before 1-based generator step ``step``:
+    ``Run.critic_updates``). Called with that count, a schedule laid out over ``steps``
+    generator steps would run ``n_critic`` times too fast: a linear decay would reach 0 a fifth
+    of the way in at n_critic 5 and leave the critic frozen from there. Here every critic
+    update of 0-based generator step ``s`` gets ``schedule(s)``, as in the released WGAN-GP and
+    SNGAN codes, whose rates decay per generator iteration for both players.
+    """
+    counts = [updates(step) for step in range(1, steps + 1)]
+    if len(set(counts)) == 1:
+        n = counts[0]
+        return lambda count: schedule(count // n)
+    # Critic updates made by the end of each generator step; update `count` (0-based) belongs
+    # to the step of the first end above it.
+    ends = jnp.asarray(list(itertools.accumulate(counts)))
+    return lambda count: schedule(jnp.searchsorted(ends, count, side="right"))
 
 
 def make_pmapped_train_step(

@@ -202,3 +202,25 @@ def test_average_pooling_critic_and_no_max_pooling():
     assert float(jnp.mean(grads != 0)) > 0.99
     with pytest.raises(ValueError, match="never max pooling"):
         models.DCGANCritic(downsampling="maxpool")
+
+
+def test_a_schedule_over_generator_steps_holds_for_every_critic_update_of_a_step():
+    # Adam with beta1 0 on a constant gradient of ones moves by exactly the rate (bias-corrected
+    # second moment 1), so the updates read the schedule off: 4 generator steps of 5 critic
+    # updates, the linear decay of the released codes 1, 0.75, 0.5, 0.25 per generator step.
+    rate = run_lib.per_critic_update(optax.linear_schedule(1.0, 0.0, 4), 4, lambda step: 5)
+    tx = state_lib.make_optimizer("adam", rate, b1=0.0, b2=0.9)
+    params = {"w": jnp.zeros(())}
+    opt_state = tx.init(params)
+    moves = []
+    for _ in range(20):
+        updates, opt_state = tx.update({"w": jnp.ones(())}, opt_state, params)
+        moves.append(-float(updates["w"]))
+    np.testing.assert_allclose(moves, np.repeat([1.0, 0.75, 0.5, 0.25], 5), rtol=1e-6)
+
+
+def test_a_warm_up_s_extra_critic_updates_keep_their_generator_step_s_rate():
+    # 3 critic updates before each of the first two generator steps, then 1: updates 0-2 are
+    # step 0's, 3-5 step 1's, 6 step 2's and 7 step 3's.
+    rate = run_lib.per_critic_update(lambda step: step, 4, lambda step: 3 if step <= 2 else 1)
+    assert [int(rate(jnp.asarray(count))) for count in range(8)] == [0, 0, 0, 1, 1, 1, 2, 3]
