@@ -17,12 +17,24 @@ class UserError(ValueError):
     """A problem with the user's input, reported as one sentence."""
 
 
-def _schedule(learning_rate: float):
+def learning_rate(kind: str, rate: float, steps: int):
+    """``--lr_schedule`` ``kind``: ``rate`` constant, or decayed linearly to 0 over ``steps``
+    updates (an optax schedule)."""
     import optax
 
-    if FLAGS.lr_schedule == "linear":
-        return optax.linear_schedule(learning_rate, 0.0, FLAGS.steps)
-    return learning_rate
+    return optax.linear_schedule(rate, 0.0, steps) if kind == "linear" else rate
+
+
+def player_rates(kind: str, critic_lr: float, generator_lr: float, steps: int, critic_updates):
+    """The critic's and the generator's rates for ``--lr_schedule`` ``kind``, both laid out over
+    ``steps`` generator steps: the critic's schedule is read per critic update
+    (``gans.run.per_critic_update``; ``critic_updates(step)`` updates before 1-based ``step``)."""
+    from gans import run as run_lib
+
+    critic = learning_rate(kind, critic_lr, steps)
+    if callable(critic):
+        critic = run_lib.per_critic_update(critic, steps, critic_updates)
+    return critic, learning_rate(kind, generator_lr, steps)
 
 
 # The flag that gives each option of ``gans.data.get_dataset`` (``gans.data.OPTIONS``).
@@ -300,13 +312,6 @@ def build_run():
         warmup = FLAGS.warmup_critic_steps
         critic_schedule = run_lib.wgan_critic_schedule(warmup, FLAGS.n_critic) if warmup else None
 
-        def critic_rate(lr):  # Called per critic update, laid out over generator steps.
-            schedule = _schedule(lr)
-            if not callable(schedule):
-                return schedule
-            updates = critic_schedule or (lambda step: FLAGS.n_critic)
-            return run_lib.per_critic_update(schedule, FLAGS.steps, updates)
-
         def optimizer(rate, clip=None):
             return state_lib.make_optimizer(
                 FLAGS.optimizer,
@@ -322,8 +327,15 @@ def build_run():
                 eps_root=unrolled.EPS_ROOT if FLAGS.unroll_steps else 0.0,
             )
 
-        critic_tx = optimizer(critic_rate(FLAGS.critic_lr), FLAGS.clip or None)
-        generator_tx = optimizer(_schedule(FLAGS.generator_lr))
+        critic_rate, generator_rate = player_rates(
+            FLAGS.lr_schedule,
+            FLAGS.critic_lr,
+            FLAGS.generator_lr,
+            FLAGS.steps,
+            critic_schedule or (lambda step: FLAGS.n_critic),
+        )
+        critic_tx = optimizer(critic_rate, FLAGS.clip or None)
+        generator_tx = optimizer(generator_rate)
         return run_lib.Run(
             dataset=dataset,
             generator=generator,
@@ -388,7 +400,7 @@ def build_vae_run(*, beta: float, variance: float):
             )
         tx = state_lib.make_optimizer(
             FLAGS.optimizer,
-            _schedule(FLAGS.generator_lr),
+            learning_rate(FLAGS.lr_schedule, FLAGS.generator_lr, FLAGS.steps),
             b1=FLAGS.beta1,
             b2=FLAGS.beta2,
             optimistic=FLAGS.optimistic,

@@ -224,3 +224,13 @@ def test_a_warm_up_s_extra_critic_updates_keep_their_generator_step_s_rate():
     # step 0's, 3-5 step 1's, 6 step 2's and 7 step 3's.
     rate = run_lib.per_critic_update(lambda step: step, 4, lambda step: 3 if step <= 2 else 1)
     assert [int(rate(jnp.asarray(count))) for count in range(8)] == [0, 0, 0, 1, 1, 1, 2, 3]
+
+
+def test_the_experiments_critic_rate_is_the_generators_at_the_same_generator_step():
+    from experiments import compose
+
+    critic, generator = compose.player_rates("linear", 2e-4, 1e-4, 10, lambda step: 5)
+    for count in range(50):
+        np.testing.assert_allclose(float(critic(count)), 2.0 * float(generator(count // 5)))
+    assert float(critic(49)) > 0  # The last step's critic still learns.
+    assert compose.player_rates("constant", 2e-4, 1e-4, 10, lambda step: 5) == (2e-4, 1e-4)
