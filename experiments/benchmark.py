@@ -99,20 +99,6 @@ def overrides() -> benchmark_settings.Overrides:
     return benchmark_settings.Overrides(FLAGS.width, FLAGS.conv_implementation, FLAGS.run_axis)
 
 
-def cpu_model() -> str:
-    """The host CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def matmul_timer(size: int):
     """Returns a function timing one ``size x size`` float32 product, in FLOP/s."""
     import jax
@@ -199,7 +185,7 @@ def time_jax(name: str, batch: int) -> dict:
         "run_axis": sweep.resolve_run_axis(FLAGS.run_axis) if num_runs > 1 else None,
         "width": FLAGS.width or None,
         "devices": num_devices,
-        "cpu": cpu_model(),
+        "cpu": run_lib.cpu_model(),
         "device_kind": jax.devices()[0].device_kind,
         "ms_per_iter": round(seconds * 1e3, 3),
         "ms_per_iter_min": round(min(times) * 1e3, 3),

@@ -170,11 +170,15 @@ def main(build=build_run, actions=None) -> None:
         what = run.step.loss + (f" + {penalty}" if penalty else "")
         train = functools.partial(runner.train_and_evaluate, actions=own)
     from gans import checkpoints
+    from gans import run as run_lib
 
     resumed = checkpoints.latest_step(workdir)
+    # The machine is named because a run repeats to the bit on one machine only (the vector
+    # code XLA compiles differs between CPUs), and a resumed run's log shows each session's.
     print(
         f"training {what} on {FLAGS.dataset} for {FLAGS.steps} steps into {workdir}"
-        + (f", resuming from the checkpoint of step {resumed}" if resumed else ""),
+        + (f", resuming from the checkpoint of step {resumed}" if resumed else "")
+        + f" on {run_lib.device_name()}",
         flush=True,
     )
     with cli.training_boundary(diverged=""):

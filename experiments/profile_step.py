@@ -35,6 +35,7 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
 
     from experiments import benchmark, benchmark_settings
     from gans import profiling, sweep, train
+    from gans import run as run_lib
 
     batch = FLAGS.batch_size or benchmark_settings.SETTINGS[name][1]
     overrides = benchmark.overrides()
@@ -64,7 +65,7 @@ def profile_setting(name: str, iters: int, top: int) -> dict:
         "bench": name,
         "batch": batch,
         "num_runs": FLAGS.num_runs,
-        "cpu": benchmark.cpu_model(),
+        "cpu": run_lib.cpu_model(),
         "device_kind": jax.devices()[0].device_kind,
         "conv_implementation": FLAGS.conv_implementation,
         "iters": iters,

@@ -264,6 +264,29 @@ def machine_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def device_name() -> str:
+    """What the runs compute on: the CPU's model on a CPU backend, else the accelerator's kind
+    and count (``"1 x NVIDIA H100 80GB HBM3"``)."""
+    devices = jax.devices()
+    if devices[0].platform == "cpu":
+        return cpu_model()
+    return f"{len(devices)} x {devices[0].device_kind}"
+
+
 def check_memory(run: Run, available: int | None = None) -> None:
     """Refuses, before anything is allocated, runs whose states alone would not fit memory.
 

@@ -13,6 +13,7 @@ import pytest
 from cli import FLAGS
 
 from experiments.paper import baselines, baselines_protocol, baselines_report, records
+from gans import run as run_lib
 
 
 def _fake_row(workdir, name, fids, steps=1000, p=None):
@@ -245,3 +246,12 @@ def test_two_processes_adding_records_to_one_file_keep_all_of_them(tmp_path):
     expected = {f"{name}{k}" for name in "ab" for k in range(15)}
     assert {r["loss"] for r in saved} == expected
     assert {key.split("@")[0] for key in pictured} == expected
+    # Each record names the machine it was finished on: the CPU, on a CPU backend.
+    assert {r["machine"] for r in saved} == {run_lib.cpu_model()}
+
+
+def test_a_record_that_names_its_machine_keeps_it(tmp_path):
+    results = tmp_path / "results.json"
+    record = {"loss": "a", "dataset": "mnist5k", "protocol": {}, "machine": "Intel Xeon"}
+    records.save_result(results, record, np.zeros((4, 4, 3)))
+    assert records.load_results(results)[0][0]["machine"] == "Intel Xeon"

@@ -57,8 +57,13 @@ def save_result(results: pathlib.Path, record: dict[str, Any], samples: np.ndarr
     """Adds ``record`` (with its ``"loss"`` row, ``"dataset"`` and ``"protocol"``) and its
     samples to ``results``, replacing a record of the same three; both files are rewritten
     whole, so a killed program leaves the old files or the new ones, and under a lock, so two
-    processes adding records to one file keep both."""
+    processes adding records to one file keep both. The record gets the ``"machine"`` it was
+    finished on (``gans.run.device_name``) unless it names one: a run repeats to the bit on one
+    machine only."""
+    from gans import run as run_lib
     from gans import workdir as workdir_lib
+
+    record = {**record, "machine": record.get("machine") or run_lib.device_name()}
 
     results.parent.mkdir(parents=True, exist_ok=True)
     # Processes sharing one results file (one per core) add their records in turn: a lock on
