@@ -176,9 +176,9 @@ def main(build=build_run, actions=None) -> None:
     # The machine is named because a run repeats to the bit on one machine only (the vector
     # code XLA compiles differs between CPUs), and a resumed run's log shows each session's.
     print(
-        f"training {what} on {FLAGS.dataset} for {FLAGS.steps} steps into {workdir}"
-        + (f", resuming from the checkpoint of step {resumed}" if resumed else "")
-        + f" on {run_lib.device_name()}",
+        f"training {what} on {FLAGS.dataset} for {FLAGS.steps} steps into {workdir} on "
+        f"{run_lib.device_name()}"
+        + (f", resuming from the checkpoint of step {resumed}" if resumed else ""),
         flush=True,
     )
     with cli.training_boundary(diverged=""):

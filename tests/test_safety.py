@@ -23,6 +23,7 @@ from cli import TOY, TRAINED, environment, metric_lines, run_experiment, snapsho
 from test_checkpoints import make_run
 
 from gans import checkpoints, data, loop, runner
+from gans import run as run_lib
 from gans import workdir as workdir_lib
 
 # The VAE run the rows on its own flags (--beta) resume: a checkpoint at step 2.
@@ -513,6 +514,9 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_a_second_writer_is_refused(tmp
         process.send_signal(number)
         stdout, stderr = process.communicate(timeout=120)
         assert process.returncode == 128 + number, stderr[-3000:]
+        # Each session's log names the machine it trained on (a run repeats to the bit on one
+        # machine only).
+        assert f"steps into {workdir} on {run_lib.cpu_model()}" in stdout
         if step:
             assert f"resuming from the checkpoint of step {step}" in stdout
         name = signal.Signals(number).name
